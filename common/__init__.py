@@ -1,0 +1,24 @@
+"""Shared code for the four anomaly-detection reproductions in this repository.
+
+Sub-modules (import the one you need; nothing heavy is imported here):
+
+- ``common.categories``  MVTec AD class names and the ``all``/``textures``/``objects`` groups
+- ``common.errors``      ``UserError`` and the one-line error handler for command-line entry points
+- ``common.runtime``     CPU thread count, device selection and seeding for Paddle
+- ``common.mvtec``       MVTec AD / custom-folder reader (images, labels, masks)
+- ``common.transforms``  per-method image and mask preprocessing
+- ``common.splits``      seeded train/validation splits
+- ``common.synthetic``   seeded MVTec-layout synthetic data
+- ``common.metrics``     image/pixel AUROC, AU-PRO (official MVTec), RD4AD PRO, thresholds
+- ``common.postprocess`` Gaussian smoothing and upsampling, also as Paddle layers for exported graphs
+- ``common.visualize``   heatmap overlays, predicted masks, ground-truth contours
+- ``common.results``     atomic file writes and the per-(method, class) results JSON
+- ``common.backbones``   ImageNet backbones (resnet18, wide_resnet50_2, wide_resnet101_2, vgg16) and their weights
+- ``common.inference``   the Paddle Inference predictor behind every ``infer.py``, and the benchmark timer
+"""
+import warnings
+
+# Paddle warns at import when ccache is missing; it is irrelevant to users of this package.
+warnings.filterwarnings("ignore", message=".*ccache.*")
+
+__version__ = "0.1.0"

@@ -1,0 +1,30 @@
+"""User-facing errors: one line on stderr and a non-zero exit, never a traceback."""
+import functools
+import sys
+
+
+class UserError(Exception):
+    """A mistake in the user's input (path, class name, data, option) that the user can fix."""
+
+
+EXIT_USER_ERROR = 2
+
+
+def main_guard(func):
+    """Decorate a command-line ``main`` so that a ``UserError`` prints ``error: ...`` and exits with code 2.
+
+    Keyboard interrupts exit with 130 and a short message. Other exceptions are bugs and keep their traceback.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(EXIT_USER_ERROR)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
+
+    return wrapper

@@ -1,0 +1,65 @@
+"""Threads, device and seeds for Paddle.
+
+Paddle sets ``OMP_NUM_THREADS=1`` at import when it is unset, so CPU runs would use a single core. Every entry
+point of this repository calls :func:`configure` instead, which sets Paddle's CPU math-library thread count to
+``--threads`` (default: every core, or ``OMP_NUM_THREADS`` when the user set it) after import, without the
+warning Paddle prints when the variable is set before import. Paddle Inference takes the same number through
+``Config.set_cpu_math_library_num_threads``.
+"""
+import os
+import random
+
+import numpy as np
+
+from .errors import UserError
+
+
+def default_threads():
+    """Threads to use when the user gave none: ``OMP_NUM_THREADS`` if set and > 1, else every core."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 1:
+        return int(env)
+    return os.cpu_count() or 1
+
+
+def set_threads(threads=None):
+    """Set the CPU thread count of Paddle's math libraries; returns the number used."""
+    from paddle.base import core
+
+    threads = int(threads or default_threads())
+    if threads < 1:
+        raise UserError(f"--threads must be at least 1, got {threads}")
+    core.set_num_threads(threads)
+    return threads
+
+
+def set_device(device):
+    """Select ``cpu``, ``gpu`` or ``gpu:N``. A GPU request on a CPU-only build is a ``UserError``."""
+    import paddle
+
+    device = (device or "cpu").lower()
+    if device.startswith("gpu") and not paddle.device.is_compiled_with_cuda():
+        raise UserError(f"--device {device} requested but this Paddle build has no CUDA support; "
+                        "install paddlepaddle-gpu or use --device cpu")
+    if not (device == "cpu" or device.startswith("gpu")):
+        raise UserError(f"unknown device '{device}'; use cpu, gpu or gpu:N")
+    paddle.set_device(device)
+    return device
+
+
+def seed_everything(seed):
+    """Seed Python, NumPy and Paddle."""
+    import paddle
+
+    random.seed(seed)
+    np.random.seed(seed)
+    paddle.seed(seed)
+
+
+def configure(device="cpu", threads=None, seed=None):
+    """Device, threads and seed in one call; returns ``(device, threads)``."""
+    device = set_device(device)
+    threads = set_threads(threads)
+    if seed is not None:
+        seed_everything(seed)
+    return device, threads

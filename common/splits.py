@@ -1,0 +1,33 @@
+"""Seeded train/validation splits of the good training images."""
+import numpy as np
+
+from .errors import UserError
+
+
+def orthoad_split(samples):
+    """The official OrthoAD split: fit on files whose sorted index is not divisible by 10; hold out the rest.
+
+    Returns ``(fit_samples, held_out_samples)``; ``samples`` must already be sorted (as :mod:`common.mvtec` does).
+    """
+    fit = [s for i, s in enumerate(samples) if i % 10 != 0]
+    held_out = [s for i, s in enumerate(samples) if i % 10 == 0]
+    return fit, held_out
+
+
+def random_split(samples, validation_fraction=0.1, seed=42):
+    """Seeded random split: ``(train, validation)`` with ``int(fraction * n)`` validation images.
+
+    EfficientAD holds out 10 % of the training images (the reference uses torch's ``random_split`` with seed 42,
+    whose permutation cannot be reproduced without torch; this uses NumPy's ``default_rng(seed)``). At least one
+    image stays on each side when there are two or more images.
+    """
+    samples = list(samples)
+    n = len(samples)
+    if n < 2:
+        raise UserError(f"need at least 2 training images to hold out a validation split, got {n}")
+    n_val = min(max(int(validation_fraction * n), 1), n - 1)
+    order = np.random.default_rng(seed).permutation(n)
+    val_idx = set(order[:n_val].tolist())
+    train = [s for i, s in enumerate(samples) if i not in val_idx]
+    val = [s for i, s in enumerate(samples) if i in val_idx]
+    return train, val

@@ -1,0 +1,220 @@
+"""Results files, tables, post-processing, pictures, the inference predictor, the CLI loop and run_all.sh."""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import paddle
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from common import report, results, visualize
+from common.cli import add_common_args, run_per_class
+from common.errors import UserError
+from common.inference import BenchmarkTimer, Predictor, export_static, find_model_files
+from common.postprocess import GaussianBlur, gaussian_smooth, upsample
+
+from conftest import REPO_ROOT
+
+
+# -- results and tables -------------------------------------------------------------------------------------
+def test_atomic_json_and_results_record(tmp_path):
+    path = results.write_results(str(tmp_path), "RD4AD", "bottle", {"image_auroc": np.float32(0.5),
+                                                                    "pixel_auroc": float("nan")},
+                                 {"image_auroc": "sklearn"}, {"backbone": "resnet18", "image_size": 64},
+                                 seconds=1.23456, notes=["masks missing"])
+    assert os.path.basename(path) == "RD4AD_bottle.json"
+    assert os.listdir(tmp_path) == ["RD4AD_bottle.json"]  # no temp file left behind
+    record = json.load(open(path))
+    assert record["metrics"] == {"image_auroc": 0.5, "pixel_auroc": None}
+    assert record["seconds"] == 1.235 and record["paddle_version"] == paddle.__version__
+    assert record["notes"] == ["masks missing"] and record["config"]["backbone"] == "resnet18"
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path):
+    path = tmp_path / "x.json"
+    results.atomic_write_json(str(path), {"a": 1})
+
+    def failing_save(tmp):
+        open(tmp, "w").write("partial")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        results.atomic_save(failing_save, str(path))
+    assert json.load(open(path)) == {"a": 1} and os.listdir(tmp_path) == ["x.json"]
+
+
+def test_markdown_table_against_paper(tmp_path):
+    paper_file = tmp_path / "paper.yaml"
+    paper_file.write_text(textwrap.dedent("""
+        method: Demo
+        source: a paper
+        scale: fraction
+        metrics:
+          image_auroc: {protocol: p, values: {bottle: 0.9, wood: 0.8}, mean: 0.85}
+    """))
+    paper = report.load_paper(str(paper_file))
+    records = [{"method": "Demo", "class": "wood", "metrics": {"image_auroc": 0.9, "au_pro": None}},
+               {"method": "Demo", "class": "bottle", "metrics": {"image_auroc": 0.95, "au_pro": 0.5}}]
+    lines = report.markdown_table(records, paper).splitlines()
+    assert lines[0] == "| class | image_auroc | paper | Δ | au_pro |"
+    assert lines[2] == "| bottle | 95.0 | 90.0 | +5.0 | 50.0 |"  # MVTec order: bottle before wood
+    assert lines[3] == "| wood | 90.0 | 80.0 | +10.0 | – |"
+    assert lines[4] == "| **mean (2)** | 92.5 | 85.0 | +7.5 | – |"
+    one = report.markdown_table(records[1:], paper).splitlines()
+    assert one[-1] == "| **mean (1)** | 95.0 | 90.0 | +5.0 | 50.0 |"  # paper mean only when all classes present
+
+
+def test_make_table_cli(tmp_path):
+    results.write_results(str(tmp_path), "Nope", "bottle", {"image_auroc": 1.0}, {"image_auroc": "x"}, {})
+    out = subprocess.run([sys.executable, "scripts/make_table.py", str(tmp_path)], cwd=REPO_ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and "| bottle | 100.0 |" in out.stdout
+    empty = subprocess.run([sys.executable, "scripts/make_table.py", str(tmp_path / "none")], cwd=REPO_ROOT,
+                           capture_output=True, text=True)
+    assert empty.returncode == 2 and empty.stderr.startswith("error: results folder not found")
+
+
+# -- post-processing ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("size", [256, 33, 9])
+def test_gaussian_blur_layer_equals_scipy(size):
+    maps = np.random.default_rng(size).random((2, size, size)).astype(np.float32) * 3
+    expected = np.stack([ndimage.gaussian_filter(m.astype(np.float64), sigma=4) for m in maps])
+    np.testing.assert_allclose(gaussian_smooth(maps), expected, rtol=0, atol=1e-12)
+    out = GaussianBlur(size, sigma=4)(paddle.to_tensor(maps[:, None])).numpy()[:, 0]
+    np.testing.assert_allclose(out, expected, rtol=0, atol=3e-6)
+
+
+def test_upsample_matches_torch():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(0).random((2, 3, 8, 8)).astype(np.float32)
+    for align in (True, False):
+        ours = upsample(paddle.to_tensor(x), 32, align_corners=align).numpy()
+        ref = torch.nn.functional.interpolate(torch.from_numpy(x), size=32, mode="bilinear",
+                                              align_corners=align).numpy()
+        np.testing.assert_allclose(ours, ref, atol=1e-6)
+    ours = upsample(paddle.to_tensor(x), 32, mode="nearest").numpy()
+    np.testing.assert_array_equal(ours, torch.nn.functional.interpolate(torch.from_numpy(x), scale_factor=4).numpy())
+    with pytest.raises(ValueError):
+        upsample(paddle.to_tensor(x), 32)
+
+
+# -- pictures -----------------------------------------------------------------------------------------------
+def test_save_prediction_pictures(tmp_path):
+    image = np.full((32, 32, 3), 128, np.uint8)
+    amap = np.zeros((32, 32))
+    amap[4:10, 4:10] = 5.0
+    gt = np.zeros((32, 32), bool)
+    gt[5:12, 5:12] = True
+    record = visualize.save_prediction(str(tmp_path), "scratch/000", image, amap, score=5.0, image_threshold=2.0,
+                                       pixel_threshold=1.0, gt_mask=gt)
+    assert record["is_anomalous"] and record["defect_fraction"] == pytest.approx(36 / 1024)
+    mask = np.asarray(Image.open(record["pictures"]["mask"]))
+    np.testing.assert_array_equal(mask > 0, amap >= 1.0)
+    contours = np.asarray(Image.open(record["pictures"]["contours"]))
+    assert (contours == visualize.GT_COLOR).all(-1).any() and (contours == visualize.PRED_COLOR).all(-1).any()
+    heat = np.asarray(Image.open(record["pictures"]["heatmap"]))
+    assert heat.shape == (32, 32, 3) and not (heat[5, 5] == heat[20, 20]).all()
+    visualize.append_jsonl(str(tmp_path / "p.jsonl"), record)
+    visualize.append_jsonl(str(tmp_path / "p.jsonl"), record)
+    assert len(open(tmp_path / "p.jsonl").read().splitlines()) == 2
+
+
+# -- export and Paddle Inference ----------------------------------------------------------------------------
+class _SmoothedConv(paddle.nn.Layer):
+    def __init__(self):
+        super().__init__()
+        self.conv = paddle.nn.Conv2D(3, 1, 3, padding=1)
+        self.blur = GaussianBlur(16)
+
+    def forward(self, x):
+        amap = self.blur(self.conv(x))
+        return amap, paddle.amax(amap, axis=[1, 2, 3])
+
+
+def test_export_and_predictor_agree_with_dygraph(tmp_path, capsys):
+    paddle.seed(0)
+    layer = _SmoothedConv()
+    spec = [paddle.static.InputSpec([None, 3, 16, 16], "float32", "image")]
+    model_file = export_static(layer, spec, str(tmp_path / "inference"))
+    assert model_file.endswith((".json", ".pdmodel"))
+    assert find_model_files(str(tmp_path)) == (model_file, str(tmp_path / "inference.pdiparams"))
+    x = np.random.default_rng(0).random((3, 3, 16, 16)).astype(np.float32)
+    for mkldnn in (True, False):
+        predictor = Predictor(str(tmp_path), threads=2, use_mkldnn=mkldnn)
+        amap, score = predictor.run(x)
+        ref_map, ref_score = layer(paddle.to_tensor(x))
+        np.testing.assert_allclose(amap, ref_map.numpy(), atol=1e-5)
+        np.testing.assert_allclose(score, ref_score.numpy(), atol=1e-5)
+    timer = BenchmarkTimer("demo", 3, [3, 16, 16], predictor, warmup=1)
+    for _ in range(3):
+        timer.start()
+        timer.stamp()
+        predictor.run(x)
+        timer.stamp()
+        timer.end(stamp=True)
+    fields = timer.report()
+    if fields is not None:  # built-in timer (AutoLog absent)
+        assert fields["data_num"] == 6 and fields["inference_time(ms)"] > 0
+        assert "inference_time(ms)" in capsys.readouterr().out
+
+
+def test_find_model_files_accepts_paddle2_names(tmp_path):
+    (tmp_path / "inference.pdmodel").write_bytes(b"")
+    (tmp_path / "inference.pdiparams").write_bytes(b"")
+    assert find_model_files(str(tmp_path))[0].endswith("inference.pdmodel")
+    assert find_model_files(str(tmp_path / "inference.pdmodel"))[1].endswith("inference.pdiparams")
+    with pytest.raises(UserError, match="run export_model.py first"):
+        find_model_files(str(tmp_path / "missing"))
+
+
+# -- CLI contract and per-class loops -----------------------------------------------------------------------
+def test_common_args_accept_source_repo_spellings():
+    parser = add_common_args(argparse.ArgumentParser())
+    args = parser.parse_args(["--category", "wood", "--data_path", "/d", "--save_dir", "/o", "--use_gpu", "False"])
+    assert (args.cls, args.data_dir, args.output_dir, args.device) == ("wood", "/d", "/o", "cpu")
+    args = parser.parse_args(["--mode", "eval", "--normal_class", "pill", "--dataset_root", "/x", "--seed", "3"])
+    assert (args.mode, args.cls, args.data_dir, args.seed) == ("eval", "pill", "/x", 3)
+
+
+def test_run_per_class_survives_a_failing_class(capsys):
+    def run_one(cls):
+        if cls == "b":
+            raise UserError("broken data")
+        return cls.upper()
+
+    with pytest.raises(UserError, match="failed for 1 of 3 classes: b: broken data"):
+        run_per_class(["a", "b", "c"], run_one)
+    assert "[c] run done" in capsys.readouterr().out
+
+
+def test_run_all_script_keeps_going(tmp_path):
+    method = tmp_path / "Demo-paddle"
+    method.mkdir()
+    (method / "main.py").write_text(textwrap.dedent(f"""
+        import argparse, sys
+        sys.path.insert(0, {REPO_ROOT!r})
+        from common.results import write_results
+        p = argparse.ArgumentParser()
+        for name in ("--mode", "--cls", "--data_dir", "--output_dir"):
+            p.add_argument(name)
+        a = p.parse_args()
+        if a.cls == "cable":
+            sys.exit("error: cable is broken")
+        if a.mode == "eval":
+            write_results(a.output_dir + "/results", "Demo", a.cls, {{"image_auroc": 0.9}}, {{}}, {{}})
+    """))
+    env = dict(os.environ, OUTPUT_DIR=str(tmp_path / "out"), DATA_DIR=str(tmp_path), LOG_DIR=str(tmp_path / "logs"))
+    out = subprocess.run(["bash", "scripts/run_all.sh", str(method), "bottle", "cable", "wood"], cwd=REPO_ROOT,
+                         env=env, capture_output=True, text=True)
+    assert out.returncode == 1
+    assert "[cable] train FAILED: error: cable is broken" in out.stderr
+    assert "| bottle | 90.0 |" in out.stdout and "| wood | 90.0 |" in out.stdout
+    assert os.path.isfile(tmp_path / "logs" / "wood_eval.log")
+    assert "cable is broken" in open(tmp_path / "logs" / "cable_train.log").read()
+    bad = subprocess.run(["bash", "scripts/run_all.sh", "nomethod"], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown method" in bad.stderr
