@@ -18,6 +18,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import common  # noqa: E402,F401 - warning filters before paddle is imported
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
@@ -51,9 +52,9 @@ def torch_seconds(arch, batch, threads, repeats):
         source = "torchvision"
     except Exception:  # noqa: BLE001 - torchvision missing or broken beside this torch build
         sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
-        from torch_reference_resnet import build_torch_resnet  # test helper, torch only
+        from torch_reference import TorchResNet  # test helper, torch only
 
-        net = build_torch_resnet(arch)
+        net = TorchResNet(arch)
         source = "reference ResNet from tests/"
     net.eval()
     x = torch.from_numpy(np.random.default_rng(0).random(batch).astype(np.float32))
