@@ -70,6 +70,8 @@ class Predictor:
             config.set_cpu_math_library_num_threads(self.threads)
             if self.use_mkldnn:
                 config.enable_mkldnn()
+            else:  # Paddle 3 turns oneDNN on by default for CPU inference
+                config.disable_mkldnn()
         config.switch_ir_optim(True)
         config.disable_glog_info()
         self.config = config

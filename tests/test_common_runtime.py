@@ -16,7 +16,7 @@ from common import report, results, visualize
 from common.cli import add_common_args, run_per_class
 from common.errors import UserError
 from common.inference import BenchmarkTimer, Predictor, export_static, find_model_files
-from common.postprocess import GaussianBlur, gaussian_smooth, upsample
+from common.postprocess import GaussianBlur, MatrixResize, gaussian_smooth, upsample
 
 from conftest import REPO_ROOT
 
@@ -103,6 +103,17 @@ def test_upsample_matches_torch():
         upsample(paddle.to_tensor(x), 32)
 
 
+@pytest.mark.parametrize("in_size,out_size", [((8, 6), (64, 40)), ((16, 16), (16, 16)), ((20, 30), (7, 9))])
+def test_matrix_resize_matches_torch_interpolate(in_size, out_size):
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(1).random((2, 3) + in_size).astype(np.float32)
+    for mode, align in (("bilinear", True), ("bilinear", False), ("nearest", None)):
+        ours = MatrixResize(in_size, out_size, mode, align)(paddle.to_tensor(x)).numpy()
+        kwargs = {} if mode == "nearest" else {"align_corners": align}
+        ref = torch.nn.functional.interpolate(torch.from_numpy(x), size=out_size, mode=mode, **kwargs).numpy()
+        np.testing.assert_allclose(ours, ref, atol=2e-6, err_msg=f"{mode} align_corners={align}")
+
+
 # -- pictures -----------------------------------------------------------------------------------------------
 def test_save_prediction_pictures(tmp_path):
     image = np.full((32, 32, 3), 128, np.uint8)
@@ -126,13 +137,16 @@ def test_save_prediction_pictures(tmp_path):
 
 # -- export and Paddle Inference ----------------------------------------------------------------------------
 class _SmoothedConv(paddle.nn.Layer):
+    """conv -> x2 bilinear upsampling -> Gaussian blur -> max: the shape of every method's exported scoring."""
+
     def __init__(self):
         super().__init__()
         self.conv = paddle.nn.Conv2D(3, 1, 3, padding=1)
-        self.blur = GaussianBlur(16)
+        self.resize = MatrixResize(16, 32, "bilinear", align_corners=False)
+        self.blur = GaussianBlur(32)
 
     def forward(self, x):
-        amap = self.blur(self.conv(x))
+        amap = self.blur(self.resize(self.conv(x)))
         return amap, paddle.amax(amap, axis=[1, 2, 3])
 
 
