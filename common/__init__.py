@@ -16,9 +16,13 @@ Sub-modules (import the one you need; nothing heavy is imported here):
 - ``common.backbones``   ImageNet backbones (resnet18, wide_resnet50_2, wide_resnet101_2, vgg16) and their weights
 - ``common.inference``   the Paddle Inference predictor behind every ``infer.py``, and the benchmark timer
 """
+import os
 import warnings
 
-# Paddle warns at import when ccache is missing; it is irrelevant to users of this package.
+# Import this package before paddle (every entry point does) to keep Paddle's start-up noise out of the output:
+# the ccache warning is irrelevant to users, and glog INFO/WARNING lines of the static-graph executor are hidden
+# unless the user sets GLOG_minloglevel (0 shows everything).
 warnings.filterwarnings("ignore", message=".*ccache.*")
+os.environ.setdefault("GLOG_minloglevel", "2")
 
 __version__ = "0.1.0"

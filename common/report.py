@@ -128,8 +128,8 @@ def render(records, repo_root, digits=1):
         subset = [r for r in records if r.get("method") == method]
         paper = find_paper(method, repo_root)
         config = subset[0].get("config") or {}
-        described = ", ".join(f"{k} {v}" for k, v in config.items() if k in ("backbone", "image_size", "epochs",
-                                                                             "steps", "k", "seed"))
+        described = ", ".join(f"{k} {v}" for k, v in config.items()
+                              if k in ("backbone", "backbone_weights", "image_size", "epochs", "steps", "k", "seed"))
         parts.append(f"### {method}" + (f" ({described})" if described else ""))
         parts.append(markdown_table(subset, paper, digits))
         parts.append(protocol_legend(subset, paper))

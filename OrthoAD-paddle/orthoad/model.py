@@ -1,0 +1,121 @@
+"""OrthoAD / PaDiM as pure Paddle layers: embedding, projection, Gaussian (Mahalanobis) scorer, post-processing.
+
+- :class:`ProjectedEmbedding`: frozen ResNet, layer1-3 outputs; the embedding is the nearest-upsampled
+  concatenation [l1, l2, l3] on the layer1 grid (448 / 1792 channels), reduced by z = Wᵀ f. Because a per-channel
+  linear map commutes with nearest upsampling, z is computed as W1ᵀ l1 + up(W2ᵀ l2) + up(W3ᵀ l3), which never
+  materialises the 1792-channel embedding (``embedding()`` returns it for checks).
+- :class:`MahalanobisScorer`: per-position distance sqrt(‖A (z − μ)‖²) with the precision factor A (P = AᵀA),
+  one batched matmul over positions.
+- :class:`OrthoAD`: image -> (anomaly map (N, 1, S, S), image score (N,)); bilinear upsampling with
+  align_corners=False, Gaussian blur σ = 4 (SciPy 'reflect' semantics), score = max of the map. W, μ and A are
+  persistable buffers, so ``paddle.jit.save`` stores them in the exported parameters. Resizing uses constant
+  interpolation matrices (:mod:`orthoad.anomaly_map`), which Paddle Inference runs on CPU.
+"""
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+
+from common.backbones import ResNetFeatures
+from common.postprocess import MatrixResize
+
+from .anomaly_map import AnomalyMap
+
+LAYERS = ("layer1", "layer2", "layer3")
+STRIDES = (4, 8, 16)
+
+
+def _constant(array, dtype="float32"):
+    return paddle.to_tensor(np.ascontiguousarray(array), dtype=dtype)
+
+
+class ProjectedEmbedding(paddle.nn.Layer):
+    """Backbone features reduced to k channels on the layer1 grid: (N, 3, S, S) -> (N, k, S/4, S/4)."""
+
+    def __init__(self, arch, projection, image_size, weights="imagenet"):
+        super().__init__()
+        self.backbone = ResNetFeatures(arch, layers=LAYERS, weights=weights)
+        self.channels = list(self.backbone.channels)
+        if image_size % STRIDES[-1]:
+            raise ValueError(f"image size must be a multiple of {STRIDES[-1]}, got {image_size}")
+        self.grid = image_size // STRIDES[0]
+        self.upsamplers = paddle.nn.LayerList(
+            [MatrixResize(image_size // s, self.grid, "nearest") for s in STRIDES[1:]])
+        projection = np.asarray(projection, dtype=np.float32)
+        if projection.shape[0] != sum(self.channels):
+            raise ValueError(f"projection has {projection.shape[0]} rows, the {arch} embedding "
+                             f"{sum(self.channels)} channels")
+        self.k = projection.shape[1]
+        self.register_buffer("projection", _constant(projection), persistable=True)
+
+    def embedding(self, x):
+        """The full nearest-upsampled concatenation (N, c, S/4, S/4), as the reference codes build it."""
+        features = self.backbone(x)
+        size = features[0].shape[2:]
+        return paddle.concat([features[0]] + [F.interpolate(f, size=size, mode="nearest") for f in features[1:]],
+                             axis=1)
+
+    def forward(self, x):
+        features = self.backbone(x)
+        start, reduced = 0, None
+        for index, (feature, channels) in enumerate(zip(features, self.channels)):
+            z = _project(feature, self.projection[start:start + channels])   # (N, k, h_i, w_i)
+            start += channels
+            if index:
+                z = self.upsamplers[index - 1](z)
+            reduced = z if reduced is None else reduced + z
+        return reduced
+
+
+def _project(feature, weight):
+    """(N, c, h, w) x (c, k) -> (N, k, h, w) as one matmul."""
+    c, h, w = feature.shape[1:]
+    flat = paddle.reshape(feature, [-1, c, h * w])                       # (N, c, hw)
+    reduced = paddle.matmul(weight, flat, transpose_x=True)              # (N, k, hw)
+    return paddle.reshape(reduced, [-1, weight.shape[1], h, w])
+
+
+class MahalanobisScorer(paddle.nn.Layer):
+    """Per-position Mahalanobis distance of z (N, k, H, W) to N(μ, P⁻¹) with P = AᵀA: (N, 1, H, W).
+
+    ``mean`` is (P, k) and ``factor`` is (P, k, k) with P = H·W positions in row-major order.
+    """
+
+    def __init__(self, mean, factor, grid, chunk=256):
+        super().__init__()
+        self.grid = tuple(int(g) for g in grid)
+        positions, k = np.shape(mean)
+        if positions != self.grid[0] * self.grid[1] or np.shape(factor) != (positions, k, k):
+            raise ValueError(f"mean {np.shape(mean)} / factor {np.shape(factor)} do not fit grid {self.grid}")
+        self.k = k
+        self.register_buffer("mean", _constant(np.asarray(mean).T), persistable=True)       # (k, P)
+        # Filled chunk by chunk so that a memory-mapped or streamed factor never exists twice in memory.
+        self.register_buffer("factor", paddle.empty([positions, k, k], dtype="float32"), persistable=True)
+        for start in range(0, positions, chunk):
+            self.factor[start:start + chunk] = _constant(factor[start:start + chunk])
+
+    def forward(self, z):
+        positions = self.grid[0] * self.grid[1]
+        centred = paddle.reshape(z, [-1, self.k, positions]) - self.mean                  # (N, k, P)
+        centred = paddle.transpose(centred, [2, 1, 0])                                    # (P, k, N)
+        whitened = paddle.matmul(self.factor, centred)                                    # (P, k, N)
+        squared = paddle.sum(whitened * whitened, axis=1)                                 # (P, N)
+        distance = paddle.sqrt(paddle.transpose(squared, [1, 0]))                         # (N, P)
+        return paddle.reshape(distance, [-1, 1, self.grid[0], self.grid[1]])
+
+
+class OrthoAD(paddle.nn.Layer):
+    """Image (N, 3, S, S) -> (anomaly map (N, 1, S, S), image score (N,)); the whole pipeline in one graph."""
+
+    def __init__(self, embedder, scorer, image_size, sigma=4.0):
+        super().__init__()
+        self.embedder = embedder
+        self.scorer = scorer
+        self.image_size = int(image_size)
+        self.postprocess = AnomalyMap(scorer.grid, self.image_size, sigma)
+
+    def distance(self, x):
+        """The (N, 1, H, W) Mahalanobis map on the feature grid."""
+        return self.scorer(self.embedder(x))
+
+    def forward(self, x):
+        return self.postprocess(self.distance(x))

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Quick start: synthetic MVTec-layout data, then for RD4AD and OrthoAD: train -> eval -> predict -> export ->
+# Paddle Inference, on tiny settings (64 px, resnet18 teacher/backbone), and the results table. A few minutes on CPU.
+#
+#   bash scripts/quickstart.sh
+#
+# WEIGHTS (env): backbone weights, default "random" so that the quick start runs offline; "imagenet" downloads
+# paddle.vision's ImageNet weights (needs internet), or give a .pdparams file. Scores on random weights only show that
+# the pipeline runs; they are not the methods' accuracy.
+# OUT (env): where data and outputs go, default output/quickstart in the repository.
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+WEIGHTS="${WEIGHTS:-random}"
+OUT="$(realpath -m "${OUT:-$repo/output/quickstart}")"
+data="$OUT/data"
+PYTHON="${PYTHON:-python}"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "synthetic data (bottle: object-like, carpet: texture-like, 64 px) -> $data"
+rm -rf "$data"
+"$PYTHON" -m common.synthetic --out "$data" --classes bottle,carpet --size 64 --n_train 24 --n_test_good 6 \
+    --n_test_defect 3
+"$PYTHON" -m common.check_dataset "$data"
+
+common=(--data_dir "$data" --seed 0)
+
+step "RD4AD (resnet18 teacher, 64 px, 3 epochs; the paper's setting is WRN50, 256 px, 200 epochs)"
+rd="$OUT/rd4ad"
+(cd "$repo/RD4AD-paddle"
+ "$PYTHON" main.py --mode train --cls bottle,carpet "${common[@]}" --output_dir "$rd" --backbone resnet18 \
+     --backbone_weights "$WEIGHTS" --image_size 64 --epochs 3 --batch_size 8
+ "$PYTHON" main.py --mode eval --cls bottle,carpet "${common[@]}" --output_dir "$rd"
+ "$PYTHON" main.py --mode predict --cls bottle --input "$data/bottle/test/scratch" --output_dir "$rd"
+ "$PYTHON" export_model.py --cls bottle --output_dir "$rd"
+ "$PYTHON" infer.py --model_dir "$rd/bottle/inference" --input "$data/bottle/test/scratch" \
+     --output_dir "$rd/bottle/infer" --benchmark True)
+
+step "OrthoAD (resnet18, k=32, 64 px; the paper's setting is WRN50, k=300, 256 px)"
+od="$OUT/orthoad"
+(cd "$repo/OrthoAD-paddle"
+ "$PYTHON" main.py --mode train --cls bottle,carpet "${common[@]}" --output_dir "$od" --arch resnet18 --k 32 \
+     --backbone_weights "$WEIGHTS" --image_size 64 --pipeline simple
+ "$PYTHON" main.py --mode eval --cls bottle,carpet "${common[@]}" --output_dir "$od"
+ "$PYTHON" main.py --mode predict --cls bottle --input "$data/bottle/test/scratch" --output_dir "$od"
+ "$PYTHON" export_model.py --cls bottle --output_dir "$od"
+ "$PYTHON" infer.py --model_dir "$od/bottle/inference" --input "$data/bottle/test/scratch" \
+     --output_dir "$od/bottle/infer" --benchmark True)
+
+step "results (percent; backbone weights: $WEIGHTS)"
+"$PYTHON" "$repo/scripts/make_table.py" "$rd/results"
+"$PYTHON" "$repo/scripts/make_table.py" "$od/results"
+echo "pictures and predictions.jsonl: $rd/bottle, $od/bottle"
