@@ -12,13 +12,10 @@ import numpy as np
 import paddle
 
 from common.errors import UserError, main_guard
-from common.inference import Predictor, export_static
-from common.results import atomic_write_json
+from common.inference import Predictor, export_static, save_infer_config
 from common.runtime import configure
 from orthoad.options import build_parser, parse_args
 from orthoad.trainer import load_model, result_method_name
-
-INFER_CONFIG = "infer_config.json"
 
 
 def export(folder, save_dir, backbone_weights=None, check=True):
@@ -27,7 +24,7 @@ def export(folder, save_dir, backbone_weights=None, check=True):
     size = config["preprocess"]["crop"] or config["preprocess"]["resize"]
     spec = [paddle.static.InputSpec([None, 3, size, size], "float32", name="x")]
     model_file = export_static(model, spec, os.path.join(save_dir, "inference"))
-    atomic_write_json(os.path.join(save_dir, INFER_CONFIG), {
+    save_infer_config(save_dir, {
         "method": result_method_name(config["method"]), "cls": config["cls"], "arch": config["arch"],
         "k": config["k"], "preprocess": config["preprocess"], "thresholds": thresholds})
     difference = None

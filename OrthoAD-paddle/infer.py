@@ -4,28 +4,16 @@
 
 Needs only the export folder (inference.json|.pdmodel, inference.pdiparams, infer_config.json).
 """
-import json
 import os
 
 import numpy as np
 
-from common.errors import UserError, main_guard
-from common.inference import BenchmarkTimer, Predictor, add_inference_args, batches
+from common.errors import main_guard
+from common.inference import BenchmarkTimer, Predictor, add_inference_args, batches, load_infer_config
 from common.mvtec import image_paths, open_image
 from common.runtime import set_threads
 from common.transforms import Preprocess
 from common.visualize import append_jsonl, save_prediction
-
-INFER_CONFIG = "infer_config.json"
-
-
-def load_infer_config(model_dir):
-    path = os.path.join(model_dir, INFER_CONFIG)
-    if not os.path.isfile(path):
-        raise UserError(f"{path} not found; export with export_model.py")
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
-
 
 @main_guard
 def main(argv=None):

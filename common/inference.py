@@ -13,6 +13,8 @@ from .cli import _DeviceFromUseGpu, str2bool
 from .errors import UserError
 
 MODEL_SUFFIXES = (".json", ".pdmodel")
+# Written next to the exported model: what infer.py needs besides the graph (preprocessing, thresholds, method).
+INFER_CONFIG = "infer_config.json"
 
 
 def export_static(layer, input_spec, path_prefix):
@@ -25,6 +27,24 @@ def export_static(layer, input_spec, path_prefix):
     paddle.jit.save(static, path_prefix)
     model_file, _ = find_model_files(path_prefix)
     return model_file
+
+
+def save_infer_config(model_dir, config):
+    """Write ``MODEL_DIR/infer_config.json`` atomically (preprocessing, thresholds, method facts)."""
+    from .results import atomic_write_json
+
+    atomic_write_json(os.path.join(model_dir, INFER_CONFIG), config)
+
+
+def load_infer_config(model_dir):
+    """Read ``MODEL_DIR/infer_config.json``; ``UserError`` when the folder holds no export."""
+    import json
+
+    path = os.path.join(model_dir, INFER_CONFIG)
+    if not os.path.isfile(path):
+        raise UserError(f"{path} not found: export the model with export_model.py first")
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
 
 
 def find_model_files(model_path, prefix="inference"):
@@ -210,4 +230,5 @@ def batches(items, batch_size):
     return [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
 
 
-__all__ = ["export_static", "find_model_files", "Predictor", "BenchmarkTimer", "add_inference_args", "batches"]
+__all__ = ["export_static", "find_model_files", "save_infer_config", "load_infer_config", "Predictor",
+           "BenchmarkTimer", "add_inference_args", "batches"]

@@ -15,7 +15,8 @@ from scipy import ndimage
 from common import report, results, visualize
 from common.cli import add_common_args, run_per_class
 from common.errors import UserError
-from common.inference import BenchmarkTimer, Predictor, export_static, find_model_files
+from common.inference import (BenchmarkTimer, Predictor, export_static, find_model_files, load_infer_config,
+                              save_infer_config)
 from common.postprocess import GaussianBlur, MatrixResize, gaussian_smooth, upsample
 
 from conftest import REPO_ROOT
@@ -184,6 +185,10 @@ def test_find_model_files_accepts_paddle2_names(tmp_path):
     assert find_model_files(str(tmp_path / "inference.pdmodel"))[1].endswith("inference.pdiparams")
     with pytest.raises(UserError, match="run export_model.py first"):
         find_model_files(str(tmp_path / "missing"))
+    with pytest.raises(UserError, match="infer_config.json not found"):
+        load_infer_config(str(tmp_path))
+    save_infer_config(str(tmp_path), {"thresholds": {"image": np.float64(1.5)}, "size": 64})
+    assert load_infer_config(str(tmp_path)) == {"thresholds": {"image": 1.5}, "size": 64}
 
 
 # -- CLI contract and per-class loops -----------------------------------------------------------------------

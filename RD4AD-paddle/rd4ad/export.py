@@ -2,28 +2,24 @@
 
 Everything is inside the graph: teacher, OCBE, decoder, cosine maps, bilinear upsampling (align_corners=True),
 sum, Gaussian smoothing (sigma 4, SciPy's reflect border) and the maximum. Next to ``inference.json`` (Paddle 3)
-and ``inference.pdiparams`` the export writes ``rd4ad_infer.json``: image size, thresholds and the model
+and ``inference.pdiparams`` the export writes ``infer_config.json``: image size, thresholds and the model
 description that ``infer.py`` needs. After saving, the graph is run once through Paddle Inference on random
 input and compared with the dygraph layer.
 """
 import argparse
-import json
 import os
 
 import numpy as np
 import paddle
 
 from common.cli import add_common_args
-from common.errors import UserError
-from common.inference import Predictor, export_static
-from common.results import atomic_write_json
+from common.inference import Predictor, export_static, save_infer_config
 from common.runtime import configure
 
 from .anomaly_map import AnomalyScorer
 from .predict import read_thresholds
 from .trainer import CHECKPOINT, THRESHOLDS, class_output_dir, load_trained_model
 
-INFER_CONFIG = "rd4ad_infer.json"
 INPUT_NAME = "x"
 
 
@@ -35,7 +31,7 @@ def export(model, meta, thresholds, inference_dir, check=True):
     spec = [paddle.static.InputSpec([None, 3, image_size, image_size], "float32", name=INPUT_NAME)]
     model_file = export_static(scorer, spec, os.path.join(inference_dir, "inference"))
     stored = {k: v for k, v in (thresholds or {}).items() if k != "calibration_images"}
-    atomic_write_json(os.path.join(inference_dir, INFER_CONFIG),
+    save_infer_config(inference_dir,
                       {"method": "RD4AD", "image_size": image_size, "inputs": ["x: normalised images (N,3,S,S)"],
                        "outputs": ["anomaly_map (N,1,S,S)", "score (N,)"], "thresholds": stored, "meta": meta})
     difference = check_export(scorer, inference_dir, image_size) if check else None
@@ -49,14 +45,6 @@ def check_export(scorer, inference_dir, image_size, batch=2, seed=0):
         maps, scores = (t.numpy() for t in scorer(paddle.to_tensor(x)))
     static_maps, static_scores = Predictor(inference_dir, device="cpu", use_mkldnn=False).run(x)
     return float(max(np.abs(static_maps - maps).max(), np.abs(static_scores - scores).max()))
-
-
-def read_infer_config(model_dir):
-    path = os.path.join(model_dir, INFER_CONFIG)
-    if not os.path.isfile(path):
-        raise UserError(f"{path} not found: export the model with export_model.py")
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
 
 
 def build_parser():

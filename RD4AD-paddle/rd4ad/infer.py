@@ -6,9 +6,8 @@ prints preprocess / inference / postprocess milliseconds (AutoLog when installed
 import argparse
 import os
 
-from common.inference import BenchmarkTimer, Predictor, add_inference_args
+from common.inference import BenchmarkTimer, Predictor, add_inference_args, load_infer_config
 
-from .export import read_infer_config
 from .predict import predict_images, resolve_thresholds
 
 
@@ -25,7 +24,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    info = read_infer_config(args.model_dir)
+    info = load_infer_config(args.model_dir)
     image_threshold, pixel_threshold = resolve_thresholds(info.get("thresholds"), args.threshold,
                                                           args.pixel_threshold, where=f" in {args.model_dir}")
     predictor = Predictor(args.model_dir, device=args.device, threads=args.threads, use_mkldnn=args.use_mkldnn)
