@@ -19,6 +19,7 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 F = torch.nn.functional
+from torch_reference import TorchResNet  # noqa: E402 - needs torch
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RD4AD_DIR = os.path.join(REPO_ROOT, "RD4AD-paddle")
@@ -99,30 +100,12 @@ def _official_init(module):
             nn.init.constant_(m.bias, 0)
 
 
-class TorchTeacher(nn.Module):
-    """torchvision ResNet layout (stem, layer1-4, fc); forward returns layer1-3 as the official encoder uses."""
+class TorchTeacher(TorchResNet):
+    """torchvision ResNet layout (stem, layer1-4, fc, from tests/torch_reference.py) with the official encoder's
+    initialisation; forward returns layer1-3 as the official encoder uses them."""
 
     def __init__(self, arch):
-        super().__init__()
-        kind, blocks, _, _, width = TORCH_ARCHS[arch]
-        block = TORCH_BLOCKS[kind]
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
-        cin = 64
-        for index, (planes, count) in enumerate(zip((64, 128, 256, 512), blocks)):
-            stride = 1 if index == 0 else 2
-            shortcut = None
-            if stride != 1 or cin != planes * block.expansion:
-                shortcut = nn.Sequential(_conv(cin, planes * block.expansion, 1, stride),
-                                         nn.BatchNorm2d(planes * block.expansion))
-            layers = [block(cin, planes, stride, shortcut, base_width=width)]
-            cin = planes * block.expansion
-            layers += [block(cin, planes, base_width=width) for _ in range(1, count)]
-            setattr(self, f"layer{index + 1}", nn.Sequential(*layers))
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(cin, 1000)
+        super().__init__(arch)
         _official_init(self)
 
     def forward(self, x):
