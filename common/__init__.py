@@ -12,6 +12,7 @@ Sub-modules (import the one you need; nothing heavy is imported here):
 - ``common.metrics``     image/pixel AUROC, AU-PRO (official MVTec), RD4AD PRO, thresholds
 - ``common.postprocess`` Gaussian smoothing and upsampling, also as Paddle layers for exported graphs
 - ``common.visualize``   heatmap overlays, predicted masks, ground-truth contours
+- ``common.predict``     the predict/infer loop over an image or folder: pictures and predictions.jsonl
 - ``common.results``     atomic file writes and the per-(method, class) results JSON
 - ``common.backbones``   ImageNet backbones (resnet18, wide_resnet50_2, wide_resnet101_2, vgg16) and their weights
 - ``common.inference``   the Paddle Inference predictor behind every ``infer.py``, and the benchmark timer

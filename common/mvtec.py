@@ -233,20 +233,6 @@ class MVTecDataset:
         return out
 
 
-class ImageFiles:
-    """Dataset over plain image paths (predict/infer on a file or folder): ``(image, index)`` items."""
-
-    def __init__(self, paths, preprocess):
-        self.paths = list(paths)
-        self.preprocess = preprocess
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, index):
-        return self.preprocess.image(open_image(self.paths[index])), np.int64(index)
-
-
 def image_paths(path):
     """An image file, or every image in a folder (recursively, sorted); ``UserError`` when none."""
     if os.path.isfile(path):

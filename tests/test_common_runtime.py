@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from common import report, results, visualize
+from common import predict, report, results, visualize
+from common.transforms import Preprocess
 from common.cli import add_common_args, run_per_class
 from common.errors import UserError
 from common.inference import (BenchmarkTimer, Predictor, export_static, find_model_files, load_infer_config,
@@ -134,6 +135,29 @@ def test_save_prediction_pictures(tmp_path):
     visualize.append_jsonl(str(tmp_path / "p.jsonl"), record)
     visualize.append_jsonl(str(tmp_path / "p.jsonl"), record)
     assert len(open(tmp_path / "p.jsonl").read().splitlines()) == 2
+
+
+def test_predict_images_names_by_relative_path_and_replaces_the_jsonl(tmp_path):
+    for folder in ("good", "crack"):
+        (tmp_path / "in" / folder).mkdir(parents=True)
+        Image.fromarray(np.full((20, 20, 3), 100 if folder == "good" else 200, np.uint8)).save(
+            tmp_path / "in" / folder / "000.png")
+    seen_batches = []
+
+    def run_batch(x):  # map = mean intensity everywhere, score = its max
+        seen_batches.append(x.shape)
+        maps = np.repeat(x.mean(axis=1, keepdims=True), 1, axis=1)
+        return maps, maps.reshape(len(x), -1).max(axis=1)
+
+    out = tmp_path / "out"
+    for _ in range(2):
+        records = predict.predict_images(str(tmp_path / "in"), run_batch, Preprocess(resize=16, normalize=False),
+                                         0.5, 0.5, str(out), batch_size=2, on_record=None)
+    assert seen_batches == [(2, 3, 16, 16)] * 2
+    assert [r["image"] for r in records] == [str(tmp_path / "in" / f / "000.png") for f in ("crack", "good")]
+    assert [r["is_anomalous"] for r in records] == [True, False]  # 200/255 >= 0.5 > 100/255
+    assert (out / "crack" / "000_mask.png").is_file() and (out / "good" / "000_mask.png").is_file()
+    assert len((out / predict.PREDICTIONS).read_text().splitlines()) == 2
 
 
 # -- export and Paddle Inference ----------------------------------------------------------------------------

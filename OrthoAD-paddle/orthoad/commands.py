@@ -3,18 +3,19 @@ import json
 import os
 
 import numpy as np
+import paddle
 
 from common.cli import run_per_class
 from common.errors import UserError
-from common.mvtec import ImageFiles, classes_for, image_paths, open_image
+from common.mvtec import classes_for
+from common.predict import predict_images
 from common.results import atomic_write_json
 from common.runtime import configure
-from common.visualize import append_jsonl, save_prediction
 
 from .options import run_config
 from .projection import load_projection, make_projection
 from .trainer import (CONFIG_FILE, METHOD_NAMES, THRESHOLDS_FILE, evaluate_class, fit_class, load_model,
-                      predict_maps, preprocess_from_dict, result_method_name)
+                      preprocess_from_dict, result_method_name)
 
 SUMMARY_METRICS = ("image_auroc", "pixel_auroc", "au_pro", "orthoad_pro", "orthoad_pixel_roc")
 EMBEDDING_CHANNELS = {"resnet18": 448, "wide_resnet50_2": 1792}
@@ -96,23 +97,20 @@ def predict(args):
     if not thresholds:
         raise UserError(f"no thresholds.json in {folder}; re-run train.py")
     preprocess = preprocess_from_dict(config["preprocess"])
-    paths = image_paths(args.input)
-    maps, scores = predict_maps(model, ImageFiles(paths, preprocess), args.batch_size, desc="predict")
     out_dir = args.predict_dir or os.path.join(folder, "predictions")
-    jsonl = os.path.join(out_dir, "predictions.jsonl")
-    if os.path.exists(jsonl):
-        os.remove(jsonl)
-    records = []
-    for path, amap, score in zip(paths, maps, scores):
-        name = os.path.splitext(os.path.relpath(path, args.input) if os.path.isdir(args.input)
-                                else os.path.basename(path))[0]
-        picture = preprocess.resize_image(open_image(path))
-        record = save_prediction(out_dir, name, picture, amap, score, thresholds["image_threshold"],
-                                 thresholds["pixel_threshold"], source=path)
-        append_jsonl(jsonl, record)
-        records.append(record)
-        print(f"{path}: score {score:.4f} -> {'ANOMALOUS' if record['is_anomalous'] else 'normal'} "
-              f"(threshold {thresholds['image_threshold']:.4f})")
+    image_threshold = thresholds["image_threshold"]
+
+    @paddle.no_grad()
+    def run_batch(x):
+        amap, score = model(paddle.to_tensor(x))
+        return amap.numpy(), score.numpy()
+
+    def report(record):
+        print(f"{record['image']}: score {record['score']:.4f} -> "
+              f"{'ANOMALOUS' if record['is_anomalous'] else 'normal'} (threshold {image_threshold:.4f})")
+
+    records = predict_images(args.input, run_batch, preprocess, image_threshold, thresholds["pixel_threshold"],
+                             out_dir, batch_size=args.batch_size, on_record=report)
     atomic_write_json(os.path.join(out_dir, "predictions.json"), records)
     print(f"pictures and predictions.json(l) in {out_dir}")
     return records

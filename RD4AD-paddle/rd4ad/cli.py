@@ -17,7 +17,8 @@ from common.mvtec import classes_for
 from common.runtime import configure
 
 from .config import DEFAULT_CONFIG, load_config
-from .trainer import CHECKPOINT, THRESHOLDS, class_output_dir, evaluate_class, load_trained_model, train_class
+from .trainer import (CHECKPOINT, THRESHOLDS, class_output_dir, evaluate_class, load_trained_model,
+                      preprocess_for, train_class)
 
 CONFIG_OPTIONS = {
     # option: (type, help)
@@ -113,7 +114,9 @@ def run(args):
 def predict(args):
     """``--mode predict``: dygraph scoring of a file or folder with the trained model of one class."""
     from .anomaly_map import AnomalyScorer
-    from .predict import predict_images, read_thresholds, resolve_thresholds
+    from common.predict import predict_images
+
+    from .predict import read_thresholds, resolve_thresholds
 
     if not args.input:
         raise UserError("--mode predict needs --input IMAGE_OR_FOLDER")
@@ -132,8 +135,8 @@ def predict(args):
         maps, scores = scorer(paddle.to_tensor(x))
         return maps.numpy(), scores.numpy()
 
-    return predict_images(args.input, run_batch, meta["image_size"], image_threshold, pixel_threshold,
-                          args.predict_dir or os.path.join(out_dir, "predictions"),
+    return predict_images(args.input, run_batch, preprocess_for(meta["image_size"]), image_threshold,
+                          pixel_threshold, args.predict_dir or os.path.join(out_dir, "predictions"),
                           batch_size=args.eval_batch_size or 1)
 
 

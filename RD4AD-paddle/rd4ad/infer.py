@@ -8,7 +8,10 @@ import os
 
 from common.inference import BenchmarkTimer, Predictor, add_inference_args, load_infer_config
 
-from .predict import predict_images, resolve_thresholds
+from common.predict import predict_images
+
+from .predict import resolve_thresholds
+from .trainer import preprocess_for
 
 
 def build_parser():
@@ -32,7 +35,7 @@ def main(argv=None):
     timer = None
     if args.benchmark:
         timer = BenchmarkTimer("RD4AD", args.batch_size, [3, image_size, image_size], predictor)
-    records = predict_images(args.input, lambda x: predictor.run(x), image_size, image_threshold, pixel_threshold,
+    records = predict_images(args.input, predictor.run, preprocess_for(image_size), image_threshold, pixel_threshold,
                              args.output_dir, batch_size=args.batch_size, timer=timer)
     if timer:
         timer.report()
