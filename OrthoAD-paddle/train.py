@@ -1,16 +1,5 @@
-"""Fit OrthoAD / PaDiM Gaussians per class (optionally evaluate).
-
-    python train.py --data_path PATH --category all --method ortho --arch wide_resnet50_2 --k 300 --eval --eval_PRO
-"""
-from common.errors import main_guard
-from orthoad.commands import train
-from orthoad.options import build_parser, parse_args
-
-
-@main_guard
-def main(argv=None):
-    train(parse_args(build_parser(__doc__.splitlines()[0]), argv))
-
+"""Same as `python main.py --mode train` (see --help)."""
+from common.commands import main
 
 if __name__ == "__main__":
-    main()
+    main("orthoad", "train")

@@ -1,6 +1,5 @@
-"""Same as python main.py --mode eval (see main.py --help)."""
-from common.errors import main_guard
-from rd4ad.cli import main
+"""Same as `python main.py --mode eval` (see --help)."""
+from common.commands import main
 
 if __name__ == "__main__":
-    main_guard(main)(mode="eval")
+    main("rd4ad", "eval")

@@ -1,9 +1,8 @@
-"""The command-line contract every method folder follows, and the per-class loop.
+"""The options every command shares, and the per-class loop.
 
-Every ``main.py`` accepts ``--mode train|eval|predict``, ``--cls CATEGORY|all|textures|objects``,
-``--data_dir``, ``--output_dir``, ``--seed``, ``--device`` and ``--threads``, plus the flag spellings of the source
-repository it ports (``--category``, ``--class_name``, ``--normal_class``, ``--data_path``, ``--dataset_root``,
-``--save_dir``, ``--use_gpu``), which map onto the same destinations.
+Every command accepts ``--cls CATEGORY|all|textures|objects`` (and the source repositories' spellings
+``--category``, ``--class_name``, ``--normal_class``), ``--data_dir`` (``--data_path``, ``--dataset_root``),
+``--output_dir``, ``--device`` (``--use_gpu True/False``) and ``--threads`` (``--cpu_threads``).
 """
 import argparse
 import sys
@@ -11,6 +10,11 @@ import time
 import traceback
 
 from .errors import UserError
+
+DEFAULT_DATA_DIR = "mvtec"  # where the earlier ports' READMEs unpack MVTec AD: METHOD-paddle/mvtec/
+DEFAULT_OUTPUT_DIR = "output"
+# --use_gpu True (the Paddle ports' spelling) asks for a GPU when there is one; --device gpu insists on it.
+GPU_IF_AVAILABLE = "gpu_if_available"
 
 
 def str2bool(value):
@@ -26,30 +30,41 @@ def str2bool(value):
 
 
 class _DeviceFromUseGpu(argparse.Action):
-    """``--use_gpu True`` (Paddle ports) sets ``device`` to ``gpu``."""
+    """``--use_gpu True`` (Paddle ports) selects the GPU when this Paddle build has one, else the CPU with a note."""
 
     def __call__(self, parser, namespace, values, option_string=None):
-        namespace.device = "gpu" if str2bool(values) else "cpu"
+        namespace.device = GPU_IF_AVAILABLE if str2bool(values) else "cpu"
 
 
-def add_common_args(parser, *, cls="bottle", data_dir="../data/mvtec_anomaly_detection", output_dir="output",
-                    seed=0, modes=("train", "eval", "predict")):
-    """Add the shared options (with the source repos' aliases) and return the parser."""
-    if modes:
-        parser.add_argument("--mode", choices=modes, default=modes[0], help="what to run")
-    parser.add_argument("--cls", "--category", "--class_name", "--normal_class", dest="cls", default=cls,
-                        help="MVTec class, a comma-separated list, or all | textures | objects")
-    parser.add_argument("--data_dir", "--data_path", "--dataset_root", dest="data_dir", default=data_dir,
-                        help="folder holding one sub-folder per class in MVTec AD layout")
-    parser.add_argument("--output_dir", "--save_dir", dest="output_dir", default=output_dir,
-                        help="checkpoints, results JSON and pictures go here")
-    parser.add_argument("--seed", type=int, default=seed, help="random seed")
+def add_runtime_args(parser):
+    """``--device``, ``--use_gpu`` and ``--threads``."""
     parser.add_argument("--device", default="cpu", help="cpu, gpu or gpu:N")
     parser.add_argument("--use_gpu", action=_DeviceFromUseGpu, metavar="BOOL",
-                        help="alias of --device gpu / cpu (Paddle ports' spelling)")
+                        help="True: the GPU when this Paddle build has one, else the CPU (Paddle ports' spelling)")
     parser.add_argument("--threads", "--cpu_threads", dest="threads", type=int, default=None,
                         help="CPU threads (default: every core, or OMP_NUM_THREADS when set)")
     return parser
+
+
+def add_shared_args(parser, cls="all", data_dir=True, output_aliases=("--save_dir",)):
+    """The shared contract: class, data and output folders, device and threads."""
+    parser.add_argument("--cls", "--category", "--class_name", "--normal_class", dest="cls", default=cls,
+                        help="MVTec class, a comma-separated list, or all | textures | objects")
+    if data_dir:
+        parser.add_argument("--data_dir", "--data_path", "--dataset_root", dest="data_dir", default=DEFAULT_DATA_DIR,
+                            help="folder holding one sub-folder per class in MVTec AD layout")
+    parser.add_argument("--output_dir", *output_aliases, dest="output_dir", default=DEFAULT_OUTPUT_DIR,
+                        help="checkpoints, results JSON and pictures go here")
+    return add_runtime_args(parser)
+
+
+def single_class(spec, what):
+    """``spec`` when it names one class; a group or a list is a ``UserError``."""
+    from .categories import GROUPS
+
+    if "," in str(spec) or spec in GROUPS:
+        raise UserError(f"{what} uses the model of one class: give --cls CLASS (got '{spec}')")
+    return spec
 
 
 def run_per_class(classes, run_one, what="run"):

@@ -71,18 +71,14 @@ class Predictor:
     def __init__(self, model_dir, device="cpu", threads=None, use_mkldnn=True, gpu_mem_mb=500):
         from paddle import inference
 
-        from .runtime import default_threads
+        from .runtime import default_threads, resolve_device
 
         self.model_file, self.params_file = find_model_files(model_dir)
         config = inference.Config(self.model_file, self.params_file)
-        self.device = (device or "cpu").lower()
+        self.device = resolve_device(device)
         self.threads = int(threads or default_threads())
         self.use_mkldnn = bool(use_mkldnn) and self.device == "cpu"
         if self.device.startswith("gpu"):
-            import paddle
-
-            if not paddle.device.is_compiled_with_cuda():
-                raise UserError("--device gpu requested but this Paddle build has no CUDA support")
             gpu_id = int(self.device.split(":")[1]) if ":" in self.device else 0
             config.enable_use_gpu(gpu_mem_mb, gpu_id)
         else:

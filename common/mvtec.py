@@ -176,16 +176,46 @@ def to_rgb(image):
 
 
 def open_mask(path, image_size=None):
-    """Open a mask as grayscale; ``image_size`` (w, h) must match the mask's size."""
+    """Open a mask as 8-bit grayscale; ``image_size`` (w, h) must match the mask's size."""
     try:
         with Image.open(path) as mask:
             mask.load()
+    except FileNotFoundError:
+        raise UserError(f"mask not found: {path}") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise UserError(f"cannot read mask {path}: {exc}") from None
-    if image_size is not None and mask.size != tuple(image_size):
-        raise UserError(f"mask {path} is {mask.size[0]}x{mask.size[1]} but its image is "
+    _check_mask_size(path, mask.size, image_size)
+    return mask if mask.mode == "L" else to_rgb(mask).convert("L")
+
+
+def _check_mask_size(mask_path, mask_size, image_size):
+    if image_size is not None and tuple(mask_size) != tuple(image_size):
+        raise UserError(f"mask {mask_path} is {mask_size[0]}x{mask_size[1]} but its image is "
                         f"{image_size[0]}x{image_size[1]}")
-    return mask if mask.mode in ("L", "F") else to_rgb(mask).convert("L")
+
+
+def image_size(path, what="image"):
+    """(width, height) from the file header, without decoding the pixels; unreadable files are a ``UserError``."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except FileNotFoundError:
+        raise UserError(f"{what} not found: {path}") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise UserError(f"cannot read {what} {path}: {exc}") from None
+
+
+def verify_samples(samples):
+    """Find what can be seen before loading: unreadable headers and masks whose size differs from their image.
+
+    Runs when a dataset is built, so a bad file stops the command before any model work starts. Reading headers
+    only, it takes milliseconds per file; damage inside the pixel data (a truncated PNG) shows when the item is
+    loaded, and :class:`common.loader.Loader` turns it into the same one-line error.
+    """
+    for sample in samples:
+        size = image_size(sample.path)
+        if sample.mask_path:
+            _check_mask_size(sample.mask_path, image_size(sample.mask_path, "mask"), size)
 
 
 class MVTecDataset:
@@ -195,11 +225,18 @@ class MVTecDataset:
     caller look up ``dataset.samples[i]`` (path, defect type) after batching.
     """
 
-    def __init__(self, samples, preprocess):
+    def __init__(self, samples, preprocess, verify=True):
         if not samples:
             raise UserError("empty dataset")
         self.samples = list(samples)
         self.preprocess = preprocess
+        if verify:
+            verify_samples(self.samples)
+
+    def describe(self, index):
+        """The file(s) behind item ``index``, for error messages."""
+        sample = self.samples[index]
+        return sample.path + (f" (mask {sample.mask_path})" if sample.mask_path else "")
 
     def __len__(self):
         return len(self.samples)
@@ -227,9 +264,7 @@ class MVTecDataset:
         out = np.zeros((len(self),) + (self.preprocess.output_size,) * 2, dtype=bool)
         for i, sample in enumerate(self.samples):
             if sample.mask_path:
-                with Image.open(sample.path) as image:
-                    size = image.size
-                out[i] = self.preprocess.mask(open_mask(sample.mask_path, size))
+                out[i] = self.preprocess.mask(open_mask(sample.mask_path, image_size(sample.path)))
         return out
 
 

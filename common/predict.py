@@ -1,16 +1,17 @@
-"""Prediction on image files, shared by every method's ``predict`` (dygraph) and ``infer.py`` (Paddle Inference).
+"""Prediction on image files, shared by every method's ``predict`` (dygraph) and every ``infer.py`` (exported).
 
-For every image of a file or folder: the anomaly score, the label at the image threshold, the pictures of
-:func:`common.visualize.save_prediction` and one JSON line in ``OUT_DIR/predictions.jsonl``.
+For every image of a file or folder: the anomaly score, the decision at the image threshold, the pictures of
+:func:`common.visualize.save_prediction` (unless ``save_pictures`` is False), one JSON line in
+``OUT_DIR/predictions.jsonl`` and one console line ``IMAGE: score S -> anomalous|normal (threshold T)``.
 """
-import json
 import os
 
 import numpy as np
 
 from .inference import batches
 from .mvtec import image_paths, open_image
-from .visualize import append_jsonl, save_prediction
+from .results import atomic_write_text
+from .visualize import prediction_record, save_prediction
 
 PREDICTIONS = "predictions.jsonl"
 
@@ -22,25 +23,25 @@ def output_names(paths, root):
     return [os.path.splitext(os.path.relpath(p, root))[0] for p in paths]
 
 
-def print_json(record):
-    print(json.dumps(record))
+def console_line(record):
+    decision = "anomalous" if record["is_anomalous"] else "normal"
+    return f"{record['image']}: score {record['score']:.4f} -> {decision} (threshold {record['threshold']:.4f})"
 
 
 def predict_images(input_path, run_batch, preprocess, image_threshold, pixel_threshold, out_dir, batch_size=1,
-                   timer=None, on_record=print_json):
+                   timer=None, save_pictures=True, resize_map=None, quiet=False):
     """Score every image of ``input_path`` with ``run_batch(x) -> (maps (N,1,S,S), scores (N,))``.
 
-    ``x`` is a float32 batch made by ``preprocess``. Writes the pictures and ``OUT_DIR/predictions.jsonl``
-    (replaced), calls ``on_record(record)`` per image (default: print it as JSON; None for silence) and returns the
-    records. ``timer`` (a :class:`common.inference.BenchmarkTimer`) gets the preprocess / inference /
-    postprocess stamps.
+    ``x`` is a float32 batch made by ``preprocess``. ``resize_map(map, (width, height))``, when given, brings each
+    map to its image's own size before the pictures (methods evaluated at the original resolution). Writes
+    ``OUT_DIR/predictions.jsonl`` (replaced atomically at the end) and returns the records. ``timer`` (a
+    :class:`common.inference.BenchmarkTimer`) gets the preprocess / inference / postprocess stamps.
     """
+    import json
+
     paths = image_paths(input_path)
     names = output_names(paths, input_path)
-    jsonl = os.path.join(out_dir, PREDICTIONS)
     os.makedirs(out_dir, exist_ok=True)
-    if os.path.exists(jsonl):
-        os.remove(jsonl)
     records = []
     for batch in batches(list(zip(paths, names)), batch_size):
         if timer:
@@ -53,12 +54,22 @@ def predict_images(input_path, run_batch, preprocess, image_threshold, pixel_thr
         if timer:
             timer.stamp()
         for (path, name), picture, amap, score in zip(batch, pictures, maps, scores):
-            record = save_prediction(out_dir, name, preprocess.resize_image(picture), np.asarray(amap)[0],
-                                     float(score), image_threshold, pixel_threshold, source=path)
-            append_jsonl(jsonl, record)
+            amap = np.asarray(amap)[0]
+            if resize_map is not None:
+                amap, image = resize_map(amap, picture.size), np.asarray(picture)
+            else:
+                image = preprocess.resize_image(picture)
+            if save_pictures:
+                record = save_prediction(out_dir, name, image, amap, float(score), image_threshold,
+                                         pixel_threshold, source=path)
+            else:
+                record = prediction_record(path, amap, float(score), image_threshold, pixel_threshold)
             records.append(record)
-            if on_record:
-                on_record(record)
+            if not quiet:
+                print(console_line(record))
         if timer:
             timer.end(stamp=True)
+    atomic_write_text(os.path.join(out_dir, PREDICTIONS), "".join(json.dumps(r) + "\n" for r in records))
+    if not quiet:
+        print(f"{len(records)} image(s) -> {os.path.join(out_dir, PREDICTIONS)}")
     return records

@@ -11,6 +11,7 @@ import random
 
 import numpy as np
 
+from .cli import GPU_IF_AVAILABLE
 from .errors import UserError
 
 
@@ -33,16 +34,29 @@ def set_threads(threads=None):
     return threads
 
 
-def set_device(device):
-    """Select ``cpu``, ``gpu`` or ``gpu:N``. A GPU request on a CPU-only build is a ``UserError``."""
+def resolve_device(device):
+    """``cpu``, ``gpu`` or ``gpu:N`` for a requested device; a GPU request on a CPU-only build is a ``UserError``
+    (except ``--use_gpu True``, which falls back to the CPU with a note, as the Paddle ports' scripts do)."""
     import paddle
 
     device = (device or "cpu").lower()
+    if device == GPU_IF_AVAILABLE:
+        device = "gpu" if paddle.device.is_compiled_with_cuda() else "cpu"
+        if device == "cpu":
+            print("note: --use_gpu True but this Paddle build has no CUDA support; running on the CPU")
     if device.startswith("gpu") and not paddle.device.is_compiled_with_cuda():
         raise UserError(f"--device {device} requested but this Paddle build has no CUDA support; "
                         "install paddlepaddle-gpu or use --device cpu")
     if not (device == "cpu" or device.startswith("gpu")):
         raise UserError(f"unknown device '{device}'; use cpu, gpu or gpu:N")
+    return device
+
+
+def set_device(device):
+    """Select the device (see :func:`resolve_device`) and return its name."""
+    import paddle
+
+    device = resolve_device(device)
     paddle.set_device(device)
     return device
 

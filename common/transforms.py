@@ -4,9 +4,10 @@ The PyTorch references resize PIL images with torchvision, i.e. PIL's resampling
 downscaling). ``backend="pil"`` (the default) reproduces that exactly; ``backend="cv2"`` uses OpenCV (no
 antialiasing), as some earlier Paddle ports did by passing numpy arrays to paddle.vision.
 
-Masks are read as grayscale in [0, 1], resized with ``mask_interpolation`` and binarised with
-``value > mask_threshold``. RD4AD resizes masks bilinearly and binarises at 0.5; the official OrthoAD code passes
-masks through ImageNet normalisation before thresholding at 0.5, which equals ``mask_threshold = 0.5995``.
+Masks are resized as 8-bit grayscale images with ``mask_interpolation`` (as both official codes do with
+torchvision transforms on the PIL mask), then binarised with ``value / 255 > mask_threshold``. RD4AD resizes masks
+bilinearly and binarises at 0.5; the official OrthoAD code passes masks through ImageNet normalisation before
+thresholding at 0.5, which equals ``mask_threshold = 0.5995``; PaDiM resizes them with nearest.
 """
 from dataclasses import asdict, dataclass
 
@@ -19,8 +20,11 @@ from .errors import UserError
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
-_PIL_FILTERS = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
-_CV2_FILTERS = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
+# "lanczos" is PIL's ANTIALIAS filter, which the PaDiM reference code resizes images with.
+_PIL_FILTERS = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
+                "lanczos": Image.LANCZOS}
+_CV2_FILTERS = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC,
+                "lanczos": cv2.INTER_LANCZOS4}
 
 
 @dataclass(frozen=True)
@@ -78,16 +82,19 @@ class Preprocess:
 
     # -- masks --------------------------------------------------------------------------------------------
     def mask(self, pil_mask):
-        """Grayscale PIL mask -> bool array (S, S): resized, cropped, ``value > mask_threshold``."""
-        if pil_mask.mode not in ("L", "F"):
+        """Grayscale PIL mask -> bool array (S, S): resized and cropped as an 8-bit image, then
+        ``value / 255 > mask_threshold``.
+
+        Both official codes resize the mask as an 8-bit PIL image (torchvision transforms on the PIL mask) and only
+        then convert to [0, 1] and threshold; resizing in float mode would flip a few boundary pixels per class.
+        """
+        if pil_mask.mode != "L":
             pil_mask = pil_mask.convert("L")
-        if pil_mask.mode == "L":
-            pil_mask = Image.fromarray(np.asarray(pil_mask, dtype=np.float32) / 255.0)
         if self.pre_resize:
             pil_mask = _resize_pil(pil_mask, self.pre_resize, True, Image.BILINEAR)
         resized = np.asarray(_resize_pil(pil_mask, self.resize, self.keep_aspect,
                                          _PIL_FILTERS[self.mask_interpolation]))
-        return _center_crop(resized, self.crop) > self.mask_threshold
+        return _center_crop(resized, self.crop).astype(np.float32) / 255.0 > self.mask_threshold
 
     def empty_mask(self):
         size = self.output_size

@@ -74,14 +74,19 @@ def save_prediction(out_dir, name, image, amap, score, image_threshold, pixel_th
     save_png(paths["heatmap"], overlay(image, amap, vmin, vmax))
     save_png(paths["mask"], pred_mask.astype(np.uint8) * 255)
     save_png(paths["contours"], draw_contours(image, pred_mask, gt_mask))
+    return prediction_record(source or name, amap, score, image_threshold, pixel_threshold, paths)
+
+
+def prediction_record(image, amap, score, image_threshold, pixel_threshold, pictures=None):
+    """The JSON-able record of one prediction (the same keys for every method, with or without pictures)."""
     return {
-        "image": source or name,
+        "image": image,
         "score": float(score),
         "threshold": float(image_threshold),
         "is_anomalous": bool(score >= image_threshold),
         "pixel_threshold": float(pixel_threshold),
-        "defect_fraction": float(pred_mask.mean()),
-        "pictures": paths,
+        "defect_fraction": float((np.asarray(amap) >= pixel_threshold).mean()),
+        "pictures": pictures or {},
     }
 
 

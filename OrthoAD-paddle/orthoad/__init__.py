@@ -1,6 +1,8 @@
-"""OrthoAD (semi-orthogonal embedding, Kim et al. 2021) and PaDiM in PaddlePaddle.
+"""OrthoAD (semi-orthogonal embedding, Kim et al. 2021) and PaDiM in PaddlePaddle, in the shape every method folder
+of this repository shares:
 
-Modules: ``projection`` (W), ``gaussian`` (streaming statistics, Cholesky), ``model`` (Paddle layers),
-``metric`` (official OrthoAD protocol), ``trainer`` (fit / evaluate / load), ``options`` (command line),
-``storage`` (.npy model files).
+``config`` (options and official defaults), ``data`` (pipelines, fit split, datasets), ``model`` (W and the
+networks), ``loss`` (the Gaussian fit), ``detector`` (the exported layer: images -> map and score), ``trainer``
+(fit one class), ``evaluate`` (one class -> results JSON), ``checkpoint`` (save/load) and ``metric`` (the official
+OrthoAD evaluation protocol).
 """

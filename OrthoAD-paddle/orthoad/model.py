@@ -1,29 +1,95 @@
-"""OrthoAD / PaDiM as pure Paddle layers: embedding, projection, Gaussian (Mahalanobis) scorer, post-processing.
+"""OrthoAD / PaDiM networks as pure Paddle layers, and the channel reduction W.
+
+W (c, k) reduces the backbone embedding, z = Wᵀ f:
+
+- ``ortho`` (OrthoAD): a Haar-random semi-orthogonal W (WᵀW = I_k): QR of a c×k standard-normal matrix with the
+  columns of Q multiplied by sign(diag R), as ``torch.nn.init.orthogonal_`` does.
+- ``padim`` (alias ``sample``): PaDiM's random channel subset; W holds the columns of I_c at the chosen indices.
+  The indices come from Python's ``random.Random(seed).sample(range(c), k)``, so seed 1024 reproduces the PaDiM
+  reference code's ``idx`` exactly (it calls ``random.seed(1024)`` then ``random.sample``).
+- ``gaussian``: W ~ N(0, 1), not orthogonalised (OrthoAD's ablation).
+
+W is drawn with NumPy / the Python standard library from ``seed`` only (no framework RNG), so the same seed gives
+the same W on every machine (and for every class of a run); ``--projection FILE.npy`` loads a W written by anyone
+(e.g. the torch one).
+
+Layers:
 
 - :class:`ProjectedEmbedding`: frozen ResNet, layer1-3 outputs; the embedding is the nearest-upsampled
   concatenation [l1, l2, l3] on the layer1 grid (448 / 1792 channels), reduced by z = Wᵀ f. Because a per-channel
   linear map commutes with nearest upsampling, z is computed as W1ᵀ l1 + up(W2ᵀ l2) + up(W3ᵀ l3), which never
   materialises the 1792-channel embedding (``embedding()`` returns it for checks).
 - :class:`MahalanobisScorer`: per-position distance sqrt(‖A (z − μ)‖²) with the precision factor A (P = AᵀA),
-  one batched matmul over positions.
-- :class:`OrthoAD`: image -> (anomaly map (N, 1, S, S), image score (N,)); bilinear upsampling with
-  align_corners=False, Gaussian blur σ = 4 (SciPy 'reflect' semantics), score = max of the map. W, μ and A are
-  persistable buffers, so ``paddle.jit.save`` stores them in the exported parameters. Resizing uses constant
-  interpolation matrices (:mod:`orthoad.anomaly_map`), which Paddle Inference runs on CPU.
+  one batched matmul over positions. W, μ and A are persistable buffers, so they are saved in exported graphs.
 """
+import os
+import random
+
 import numpy as np
 import paddle
 import paddle.nn.functional as F
 
 from common.backbones import ResNetFeatures
+from common.errors import UserError
 from common.postprocess import MatrixResize
 
-from .anomaly_map import AnomalyMap
+from .config import METHOD_ALIASES
 
 LAYERS = ("layer1", "layer2", "layer3")
 STRIDES = (4, 8, 16)
+EMBEDDING_CHANNELS = {"resnet18": 448, "wide_resnet50_2": 1792}
 
 
+def semi_orthogonal(channels, k, rng):
+    """A (channels, k) matrix with orthonormal columns, Haar-distributed (QR of a Gaussian with the sign fix)."""
+    if k > channels:
+        raise UserError(f"--k {k} is larger than the embedding's {channels} channels")
+    gaussian = rng.standard_normal((channels, k))
+    q, r = np.linalg.qr(gaussian)
+    return q * np.sign(np.diag(r))
+
+
+def channel_subset(channels, k, seed):
+    """PaDiM's random channel indices (``random.Random(seed).sample(range(channels), k)``)."""
+    if k > channels:
+        raise UserError(f"--k {k} is larger than the embedding's {channels} channels")
+    return np.array(random.Random(seed).sample(range(channels), k), dtype=np.int64)
+
+
+def make_projection(method, channels, k, seed):
+    """The (channels, k) float32 matrix W for ``method`` drawn from ``seed``."""
+    method = METHOD_ALIASES.get(method, method)
+    if k < 1:
+        raise UserError(f"--k must be positive, got {k}")
+    if method == "ortho":
+        weight = semi_orthogonal(channels, k, np.random.default_rng(seed))
+    elif method == "padim":
+        weight = np.zeros((channels, k))
+        weight[channel_subset(channels, k, seed), np.arange(k)] = 1.0
+    else:
+        if k > channels:
+            raise UserError(f"--k {k} is larger than the embedding's {channels} channels")
+        weight = np.random.default_rng(seed).standard_normal((channels, k))
+    return weight.astype(np.float32)
+
+
+def load_projection(path, channels, k=None):
+    """Read W from a ``.npy`` file and check it is (channels, k) (k taken from the file when None)."""
+    if not os.path.isfile(path):
+        raise UserError(f"projection file not found: {path}")
+    try:
+        weight = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read projection {path}: {exc}") from None
+    if weight.ndim != 2 or weight.shape[0] != channels or (k is not None and weight.shape[1] != k):
+        want = f"({channels}, {k if k is not None else 'k'})"
+        raise UserError(f"projection {path} has shape {weight.shape}, expected {want} for this backbone")
+    if not np.all(np.isfinite(weight)):
+        raise UserError(f"projection {path} contains NaN or Inf")
+    return np.ascontiguousarray(weight, dtype=np.float32)
+
+
+# -- layers ---------------------------------------------------------------------------------------------------
 def _constant(array, dtype="float32"):
     return paddle.to_tensor(np.ascontiguousarray(array), dtype=dtype)
 
@@ -101,21 +167,3 @@ class MahalanobisScorer(paddle.nn.Layer):
         squared = paddle.sum(whitened * whitened, axis=1)                                 # (P, N)
         distance = paddle.sqrt(paddle.transpose(squared, [1, 0]))                         # (N, P)
         return paddle.reshape(distance, [-1, 1, self.grid[0], self.grid[1]])
-
-
-class OrthoAD(paddle.nn.Layer):
-    """Image (N, 3, S, S) -> (anomaly map (N, 1, S, S), image score (N,)); the whole pipeline in one graph."""
-
-    def __init__(self, embedder, scorer, image_size, sigma=4.0):
-        super().__init__()
-        self.embedder = embedder
-        self.scorer = scorer
-        self.image_size = int(image_size)
-        self.postprocess = AnomalyMap(scorer.grid, self.image_size, sigma)
-
-    def distance(self, x):
-        """The (N, 1, H, W) Mahalanobis map on the feature grid."""
-        return self.scorer(self.embedder(x))
-
-    def forward(self, x):
-        return self.postprocess(self.distance(x))

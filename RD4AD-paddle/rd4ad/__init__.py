@@ -1,1 +1,6 @@
-"""RD4AD (Deng & Li, CVPR 2022) in PaddlePaddle: model, loss, scoring, training and evaluation."""
+"""RD4AD (Deng & Li, CVPR 2022) in PaddlePaddle, in the shape every method folder of this repository shares:
+
+``config`` (options and official defaults), ``data`` (transform, splits, datasets), ``model`` (networks),
+``loss`` (the distillation loss), ``detector`` (the exported layer: images -> map and score), ``trainer``,
+``evaluate`` (one class -> results JSON) and ``checkpoint`` (save/load, official checkpoint conversion).
+"""

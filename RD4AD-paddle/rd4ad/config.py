@@ -1,60 +1,54 @@
-"""Run configuration: ``configs/default.yaml`` (the paper), overlaid by ``--config FILE``, then by command-line
-options the user gave."""
+"""RD4AD's options: the official code's values (hq-deng/RD4AD main.py, test.py) as dataclass defaults.
+
+``configs/default.yaml`` restates these defaults (a test keeps the two equal); ``--config FILE`` and command-line
+options override them (``common.config``).
+"""
 import os
+from dataclasses import dataclass
 
-import yaml
+from common.config import EVAL, EXPORT, PREDICT, TRAIN, option
 
-from common.errors import UserError
+from .model import BACKBONES
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-DEFAULT_CONFIG = os.path.join(CONFIG_DIR, "default.yaml")
-
-
-def read_yaml(path):
-    """A YAML mapping from ``path``; unreadable or non-mapping files are a ``UserError``."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle) or {}
-    except OSError as exc:
-        raise UserError(f"cannot read config {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"config {path} is not valid YAML: {' '.join(str(exc).split())}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"config {path} must be a mapping of option: value")
-    return data
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "default.yaml")
+LOSSES = ("flattened", "per_pixel")
+ALL_COMMANDS = (TRAIN, EVAL, PREDICT, EXPORT)
 
 
-def load_config(config_file=None, overrides=None):
-    """The default config, updated with ``config_file`` (keys must be known) and non-None ``overrides``."""
-    config = read_yaml(DEFAULT_CONFIG)
-    if config_file:
-        extra = read_yaml(config_file)
-        unknown = sorted(set(extra) - set(config))
-        if unknown:
-            raise UserError(f"unknown option(s) in {config_file}: {', '.join(unknown)}; "
-                            f"known: {', '.join(sorted(config))}")
-        config.update(extra)
-    config.update({k: v for k, v in (overrides or {}).items() if v is not None and k in config})
-    validate(config)
-    return config
+@dataclass
+class Config:
+    """RD4AD (reverse distillation)"""
 
+    backbone: str = option("wide_resnet50_2", "teacher; the OCBE and decoder widths follow it", model=True,
+                           aliases=("arch",), choices=BACKBONES)
+    backbone_weights: str = option("imagenet", "teacher weights: imagenet | random | FILE.pdparams (on eval/"
+                                   "predict/export: only to point to a moved weight file)", modes=ALL_COMMANDS)
+    image_size: int = option(256, "square input size (PIL bilinear resize, no crop)", model=True)
+    epochs: int = option(200, "training epochs")
+    batch_size: int = option(16, "training batch size")
+    lr: float = option(0.005, "Adam learning rate")
+    beta1: float = option(0.5, "Adam beta1")
+    beta2: float = option(0.999, "Adam beta2")
+    seed: int = option(111, "random seed (Python, NumPy, Paddle)")
+    loss: str = option("flattened", "flattened (official code) or per_pixel (the paper's Eq. 1-2)", choices=LOSSES)
+    sigma: float = option(4.0, "Gaussian sigma of the anomaly map", model=True)
+    calibration_fraction: float = option(0.0, "share of train/good held out from training to calibrate the "
+                                         "thresholds of predict/infer (0: train on every image, as the paper)")
+    image_quantile: float = option(0.99, "image threshold = this quantile of the calibration images' scores")
+    pixel_quantile: float = option(0.999, "pixel threshold = this quantile of the calibration images' map pixels")
+    save_interval: int = option(10, "write the resumable training state every N epochs (and at the end)")
+    eval_interval: int = option(0, "evaluate on the test set every N epochs, logged as monitoring only (0: never)")
+    eval_batch_size: int = option(8, "batch size of calibration, evaluation and prediction",
+                                  modes=(TRAIN, EVAL, PREDICT))
+    num_workers: int = option(0, "loader threads", modes=(TRAIN, EVAL, PREDICT))
+    print_steps: int = option(50, "log a line every N training steps")
 
-def validate(config):
-    """Raise ``UserError`` for values that cannot work."""
-    from .loss import LOSSES
-    from .model import BACKBONES
+    def __post_init__(self):
+        if self.image_size % 32:
+            from common.errors import UserError
 
-    from common.backbones import check_arch
+            raise UserError(f"image_size must be a multiple of 32 (the teacher's strides), got {self.image_size}")
 
-    check_arch(config["backbone"], BACKBONES, "RD4AD backbone")
-    if config["loss"] not in LOSSES:
-        raise UserError(f"--loss must be one of {', '.join(LOSSES)}, got '{config['loss']}'")
-    for key in ("epochs", "batch_size", "image_size", "eval_batch_size", "print_steps", "save_interval"):
-        if int(config[key]) < 1:
-            raise UserError(f"--{key} must be at least 1, got {config[key]}")
-    if int(config["image_size"]) % 32:
-        raise UserError(f"--image_size must be a multiple of 32 (the OCE works at 1/32), got {config['image_size']}")
-    if not 0 <= float(config["calibration_fraction"]) < 1:
-        raise UserError(f"--calibration_fraction must be in [0, 1), got {config['calibration_fraction']}")
-    if float(config["lr"]) <= 0:
-        raise UserError(f"--lr must be positive, got {config['lr']}")
+    @property
+    def method_name(self):
+        return "RD4AD"

@@ -1,4 +1,5 @@
-"""Per-position Gaussian statistics accumulated batch by batch, and the Cholesky precision factor.
+"""The Gaussian fit, OrthoAD/PaDiM's "training objective": per-position statistics accumulated batch by batch, and
+the Cholesky precision factor.
 
 Fitting never holds the training set: :class:`StreamingGaussian` keeps, for each of the P = H·W positions, the
 count, the mean (k) and the centred scatter matrix M2 = Σ (z − μ)(z − μ)ᵀ (k × k), and merges each batch with

@@ -1,16 +1,16 @@
-"""RD4AD scoring, shared by evaluation, prediction and the exported static graph.
+"""RD4AD's detector: the exported layer, normalised images -> (anomaly map (N,1,S,S), image score (N,)).
 
-Per scale: ``1 - cosine`` along channels between teacher and student maps; each map upsampled to the image size
-with bilinear ``align_corners=True``; the three maps summed (official ``amap_mode='a'``); smoothed with a Gaussian
-of sigma 4 (SciPy ``gaussian_filter``: reflect border, 33 taps); image score = maximum of the smoothed map.
+Per scale ``1 - cosine`` along channels between teacher and student maps; each map upsampled to the image size with
+bilinear ``align_corners=True``; the three maps summed (official ``amap_mode='a'``); smoothed with a Gaussian of
+sigma 4 (SciPy ``gaussian_filter``: reflect border, 33 taps); image score = maximum of the smoothed map.
 
 Upsampling is :class:`common.postprocess.MatrixResize` (products with constant bilinear interpolation matrices),
 equal to ``F.interpolate(..., mode="bilinear", align_corners=True)`` to float rounding: Paddle 3.3's
 ``bilinear_interp`` cannot run under Paddle Inference with oneDNN, while matmul runs everywhere.
 
-Evaluation smooths with SciPy in float64 (:func:`common.postprocess.gaussian_smooth`), exactly as the official
-code; the exported graph and ``predict`` use :class:`common.postprocess.GaussianBlur`, the same filter as a Paddle
-layer (equal to SciPy to ~1e-6, checked in the tests).
+Evaluation smooths :meth:`RD4ADDetector.raw_map` with SciPy in float64 (:func:`common.postprocess.gaussian_smooth`),
+exactly as the official code; the exported graph and ``predict`` use :class:`common.postprocess.GaussianBlur`, the
+same filter as a Paddle layer (equal to SciPy to ~1e-6, checked in the tests).
 """
 import paddle
 import paddle.nn as nn
@@ -19,8 +19,6 @@ import paddle.nn.functional as F
 from common.postprocess import GaussianBlur, MatrixResize
 
 from .loss import COSINE_EPS
-
-SIGMA = 4.0
 
 
 def cosine_distance_maps(teacher_features, student_features):
@@ -53,14 +51,10 @@ def image_scores(smoothed_maps):
     return paddle.max(smoothed_maps.reshape([smoothed_maps.shape[0], -1]), axis=1)
 
 
-class AnomalyScorer(nn.Layer):
-    """A trained :class:`rd4ad.model.ReverseDistillation` plus scoring: normalised images -> (map, score).
+class RD4ADDetector(nn.Layer):
+    """A trained :class:`rd4ad.model.ReverseDistillation` plus scoring: normalised images -> (map, score)."""
 
-    ``forward(x)`` returns the smoothed anomaly map (N, 1, S, S) and the image scores (N,). This is the layer that
-    ``export_model.py`` turns into a static graph, and that ``predict`` runs in dygraph.
-    """
-
-    def __init__(self, model, image_size, sigma=SIGMA):
+    def __init__(self, model, image_size, sigma=4.0):
         super().__init__()
         self.model = model
         self.image_size = int(image_size)

@@ -1,0 +1,141 @@
+"""MKD networks: the frozen VGG16 expert (source) and the small VGG-like cloner, as in the official code.
+
+Reproduces ``models/network.py`` of Niousha12/Knowledge_Distillation_AD (MVTec setting, 3x128x128 inputs in
+[0, 1], no ImageNet normalisation):
+
+- ``Vgg16`` (expert): torchvision ``vgg16().features``; the loss uses its outputs after ``features[9]``,
+  ``[16]``, ``[23]`` and ``[30]`` (pool2 .. pool5, official tap indices 3, 6, 9, 12 of its 13 taps).
+- ``make_arch('B', cfg, use_bias=False, batch_norm=True)`` (cloner): 3x3 convolutions without bias,
+  ``xavier_uniform_`` weights; a convolution directly before a max-pool is conv -> ReLU, every other one
+  conv -> BN -> ReLU. Its outputs after ``features[11]``, ``[20]``, ``[29]``, ``[38]`` (pool2 .. pool5) have
+  the expert's shapes (128x32x32, 256x16x16, 512x8x8, 512x4x4 at 128 px). 343,984 trainable parameters.
+
+The official ``VGG.forward`` also registers a Grad-CAM gradient hook on one tap; it does not change any number
+and is left out. Parameter names are those of the official modules (``features.N.weight``, BN statistics as
+``_mean``/``_variance``), so a converted official checkpoint loads with
+``common.backbones.torch_to_paddle_state_dict``.
+"""
+import paddle
+import paddle.nn.functional as F
+from paddle import nn
+
+from common.backbones import VGG16Features
+
+# Official get_networks(): 'A' = full VGG16 widths (equal_network_size: True), 'B' = the smaller cloner used
+# for the MVTec numbers.
+CLONER_CONFIGS = {
+    "A": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
+    "B": (16, 16, "M", 16, 128, "M", 16, 16, 256, "M", 16, 16, 512, "M", 16, 16, 512, "M"),
+}
+# Module indices whose outputs the official forwards collect (13 taps each) ...
+EXPERT_ALL_TAPS = (1, 4, 6, 9, 11, 13, 16, 18, 20, 23, 25, 27, 30)
+CLONER_ALL_TAPS = (2, 5, 8, 11, 14, 17, 20, 23, 26, 29, 32, 35, 38)
+# ... and the "critical layers" the loss and scores use: taps [3, 6, 9, 12] = pool2, pool3, pool4, pool5.
+EXPERT_CRITICAL_TAPS = (9, 16, 23, 30)
+CLONER_CRITICAL_TAPS = (11, 20, 29, 38)
+CRITICAL_TAP_NAMES = ("pool2", "pool3", "pool4", "pool5")
+CLONER_B_PARAMETERS = 343984
+
+
+class Expert(VGG16Features):
+    """The frozen source network: VGG16 ``features`` returning pool2 .. pool5 (or any other ``taps``).
+
+    ``weights``: ``"imagenet"`` (paddle.vision's file, i.e. torchvision's converted), a ``.pdparams`` path, or
+    ``None`` for random weights (tests). Always in eval mode with ``stop_gradient`` parameters; gradients still
+    reach the input, which the saliency methods need.
+    """
+
+    def __init__(self, weights="imagenet", taps=EXPERT_CRITICAL_TAPS):
+        super().__init__(taps=taps, weights=weights)
+
+
+class GuidedReLU(paddle.autograd.PyLayer):
+    """ReLU whose backward is guided backpropagation: ``grad_in = 1[y > 0] * max(grad_out, 0)``.
+
+    Reproduces the official ``GuidedBackprop`` ReLU backward hook (``test_functions.py``), which multiplies the
+    ReLU's input gradient (already ``grad_out * 1[y > 0]``) by ``1[y > 0]`` after clamping it at 0.
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        y = F.relu(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (y,) = ctx.saved_tensor()
+        return F.relu(grad_out) * (y > 0).astype(grad_out.dtype)
+
+
+def make_cloner_layers(config):
+    """The official ``make_layers(cfg, use_bias=False, batch_norm=True)`` as a list of Paddle layers.
+
+    Every convolution gets torch's ``xavier_uniform_`` (Paddle's ``XavierUniform`` computes the same fans for
+    a conv weight: in/out channels times kernel area) and no bias. BatchNorm2D defaults (weight 1, bias 0,
+    momentum 0.9 = torch 0.1, epsilon 1e-5) equal torch's.
+    """
+    layers, in_channels = [], 3
+    for index, item in enumerate(config):
+        if item == "M":
+            layers.append(nn.MaxPool2D(kernel_size=2, stride=2))
+            continue
+        conv = nn.Conv2D(in_channels, item, kernel_size=3, padding=1, bias_attr=False,
+                         weight_attr=paddle.ParamAttr(initializer=nn.initializer.XavierUniform()))
+        before_pool = index + 1 < len(config) and config[index + 1] == "M"
+        layers += [conv, nn.ReLU()] if before_pool else [conv, nn.BatchNorm2D(item), nn.ReLU()]
+        in_channels = item
+    return layers
+
+
+class Cloner(nn.Layer):
+    """The trainable cloner (official ``make_arch(config, ...)``, default 'B') returning the outputs at ``taps``.
+
+    ``forward(x, guided=False)``: with ``guided=True`` every ReLU backpropagates as guided backprop
+    (:class:`GuidedReLU`), which is how the official GBP saliency hooks the cloner; the forward values are the
+    same either way.
+    """
+
+    def __init__(self, config="B", taps=CLONER_CRITICAL_TAPS):
+        super().__init__()
+        if config not in CLONER_CONFIGS:
+            raise ValueError(f"unknown cloner config '{config}', choose from {sorted(CLONER_CONFIGS)}")
+        self.config = config
+        self.features = nn.Sequential(*make_cloner_layers(CLONER_CONFIGS[config]))
+        self.taps = tuple(int(t) for t in taps)
+        if list(self.taps) != sorted(set(self.taps)) or self.taps[-1] >= len(self.features):
+            raise ValueError(f"taps must be increasing module indices below {len(self.features)}, got {taps}")
+
+    def forward(self, x, guided=False):
+        outputs = []
+        # a list, not the children() generator, so that paddle.jit.to_static unrolls the loop
+        for index, module in enumerate(list(self.features.children())[: self.taps[-1] + 1]):
+            if guided and isinstance(module, nn.ReLU):
+                x = GuidedReLU.apply(x)
+            else:
+                x = module(x)
+            if index in self.taps:
+                outputs.append(x)
+        return outputs
+
+
+class KDADNetwork(nn.Layer):
+    """Expert and cloner together; ``forward(x)`` -> ``(expert_taps, cloner_taps)``, lists of 4 tensors each.
+
+    The taps are pool2 .. pool5 of both networks (see module docstring). Train only ``self.cloner``'s
+    parameters (the official optimiser gets ``model.parameters()`` of the cloner); the expert stays in eval
+    mode even when this layer is put in train mode.
+    """
+
+    def __init__(self, expert_weights="imagenet", cloner_config="B"):
+        super().__init__()
+        self.expert = Expert(weights=expert_weights)
+        self.cloner = Cloner(config=cloner_config)
+
+    def forward(self, x, guided=False):
+        return self.expert(x), self.cloner(x, guided=guided)
+
+
+def count_parameters(layer, trainable_only=True):
+    """Number of scalar parameters of ``layer`` (only those without ``stop_gradient`` when ``trainable_only``)."""
+    return int(sum(int(p.size) for p in layer.parameters() if not (trainable_only and p.stop_gradient)))

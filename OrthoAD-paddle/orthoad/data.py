@@ -1,0 +1,54 @@
+"""OrthoAD / PaDiM data: the three preprocessing pipelines, the official fit split, datasets.
+
+- ``orthoad`` (jnhwkim/orthoad dataset.py): every image PIL-resized to shorter side 320 (the official cache), then
+  Resize(256) + CenterCrop(256), ImageNet normalisation. Masks go through the same 8-bit pipeline *including* the
+  ImageNet normalisation before ``> 0.5``, i.e. ``value / 255 > 0.5995``.
+- ``padim`` (xiahaifeng1995 main.py): PIL Lanczos (ANTIALIAS) Resize(256) + CenterCrop(224); masks Resize(256,
+  NEAREST) + CenterCrop(224).
+- ``simple``: square resize to ``image_size`` only, masks bilinear > 0.5 (an ablation).
+"""
+from common.errors import UserError
+from common.mvtec import MVTecDataset, test_samples, train_samples
+from common.transforms import Preprocess
+
+
+def preprocess(config):
+    size = int(config.image_size)
+    if config.pipeline == "orthoad":
+        return Preprocess(resize=size, crop=size, pre_resize=round(size * 1.25), keep_aspect=True,
+                          mask_threshold=config.mask_threshold)
+    if config.pipeline == "padim":
+        return Preprocess(resize=round(size * 256 / 224), crop=size, keep_aspect=True, interpolation="lanczos",
+                          mask_interpolation="nearest", mask_threshold=config.mask_threshold)
+    return Preprocess(resize=size, mask_threshold=config.mask_threshold)
+
+
+def official_split(samples):
+    """The official OrthoAD split: fit on files whose sorted index is not divisible by 10; hold out the rest.
+
+    Returns ``(fit_samples, held_out_samples)``; ``samples`` are sorted (as :mod:`common.mvtec` returns them).
+    """
+    fit = [s for i, s in enumerate(samples) if i % 10 != 0]
+    held_out = [s for i, s in enumerate(samples) if i % 10 == 0]
+    return fit, held_out
+
+
+def fit_split(config, data_dir, cls):
+    """``(fit, calibration, held_out)``: ``official`` fits on the 90 %% split and calibrates the thresholds on the
+    10 %% it holds out; ``all`` fits on every image and calibrates on that same 10 %% (then not held out)."""
+    samples = train_samples(data_dir, cls)
+    fit, held_out = official_split(samples)
+    if config.train_split == "all":
+        return list(samples), held_out, False
+    if not fit:
+        raise UserError(f"the official 90 % split of {len(samples)} training image(s) is empty; "
+                        "use --train_split all")
+    return fit, held_out, True
+
+
+def dataset(samples, config):
+    return MVTecDataset(samples, preprocess(config))
+
+
+def test_dataset(config, data_dir, cls):
+    return dataset(test_samples(data_dir, cls), config)

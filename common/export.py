@@ -1,0 +1,99 @@
+"""``export_model.py`` of every method folder: a trained class model -> one static graph + ``infer_config.json``.
+
+The graph is the method's detector layer, ``normalised images (N,3,S,S) -> (anomaly map (N,1,S,S), score (N,))``,
+with everything inside (networks, statistics as buffers, map post-processing). ``infer_config.json`` beside it makes
+the folder self-describing: preprocessing, thresholds, the method's configuration and how to run it, so ``infer.py``
+needs nothing else. After saving, the graph is run once through Paddle Inference on random input and compared with
+the dygraph layer; a relative difference above ``tolerance`` is an error.
+"""
+import argparse
+import os
+
+import numpy as np
+
+from . import config as cfg
+from .cli import add_shared_args, single_class
+from .commands import load_trained, method_module
+from .errors import UserError, main_guard
+from .inference import Predictor, export_static, save_infer_config
+from .runtime import configure
+from .thresholds import summary
+
+INPUT_NAME = "x"
+EXPORT_TOLERANCE = 1e-4
+
+
+def export_detector(detector, preprocess, info, inference_dir, check=True, tolerance=EXPORT_TOLERANCE):
+    """Save ``detector`` and ``info`` (method, class, thresholds, config) to ``inference_dir``.
+
+    Returns ``(model_file, relative difference or None)``. ``detector.use_mkldnn`` (default True) is recorded, so a
+    graph whose ops cannot run under oneDNN is run without it by ``infer.py``.
+    """
+    import paddle
+
+    size = preprocess.output_size
+    spec = [paddle.static.InputSpec([None, 3, size, size], "float32", name=INPUT_NAME)]
+    model_file = export_static(detector, spec, os.path.join(inference_dir, "inference"))
+    use_mkldnn = bool(getattr(detector, "use_mkldnn", True))
+    save_infer_config(inference_dir, dict(info, preprocess=preprocess.to_dict(), use_mkldnn=use_mkldnn,
+                                          inputs=[f"{INPUT_NAME}: preprocessed images (N,3,{size},{size})"],
+                                          outputs=["anomaly_map (N,1,S,S)", "score (N,)"]))
+    difference = check_export(detector, inference_dir, size, preprocess.normalize, use_mkldnn) if check else None
+    if difference is not None and difference > tolerance:
+        raise UserError(f"the exported graph in {inference_dir} differs from the dygraph model by {difference:.2e} "
+                        f"(relative, > {tolerance:g})")
+    return model_file, difference
+
+
+def check_export(detector, inference_dir, size, normalized=True, use_mkldnn=True, batch=2, seed=0):
+    """Max relative |Paddle Inference - dygraph| over the map and the score on a random batch."""
+    import paddle
+
+    rng = np.random.default_rng(seed)
+    shape = (batch, 3, size, size)
+    x = (rng.standard_normal(shape) if normalized else rng.random(shape)).astype(np.float32)
+    detector.eval()
+    maps, scores = (t.numpy() for t in detector(paddle.to_tensor(x)))
+    static_maps, static_scores = Predictor(inference_dir, device="cpu", use_mkldnn=use_mkldnn).run(x)
+    return float(max(np.abs(static_maps - maps).max() / max(np.abs(maps).max(), 1e-12),
+                     np.abs(static_scores - scores).max() / max(np.abs(scores).max(), 1e-12)))
+
+
+def build_parser(package):
+    config_module = method_module(package, "config")
+    parser = argparse.ArgumentParser(description=f"Export a trained {config_module.Config.__doc__.splitlines()[0]}"
+                                                 " to a Paddle Inference graph",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_shared_args(parser, cls="bottle", data_dir=False, output_aliases=())
+    cfg.add_config_args(parser, config_module.Config, cfg.EXPORT)
+    parser.add_argument("--ckpt", "--checkpoint", "--model_path", dest="ckpt", default=None,
+                        help="the trained model: a checkpoint file or its class folder (default OUTPUT_DIR/CLS)")
+    parser.add_argument("--save_inference_dir", "--inference_dir", "--save_dir", dest="inference_dir", default=None,
+                        help="where to write the graph (default: the model's class folder/inference)")
+    parser.add_argument("--no_check", "--skip_check", dest="no_check", action="store_true",
+                        help="skip the exported vs dygraph comparison")
+    return parser
+
+
+def run(package, argv=None):
+    """Parse and export; returns the model file written."""
+    args = build_parser(package).parse_args(argv)
+    configure(args.device, args.threads, 0)
+    cls = single_class(args.cls, "export_model.py")
+    detector, config, thresholds, where = load_trained(package, args, cls)
+    model_dir = where if os.path.isdir(where) else os.path.dirname(os.path.abspath(where))
+    inference_dir = args.inference_dir or os.path.join(model_dir, "inference")
+    if thresholds is None:
+        print(f"note: no thresholds.json in {model_dir}; infer.py will need --threshold")
+    info = {"method": config.method_name, "class": cls, "thresholds": summary(thresholds),
+            "config": cfg.to_dict(config)}
+    preprocess = method_module(package, "data").preprocess(config)
+    model_file, difference = export_detector(detector, preprocess, info, inference_dir, check=not args.no_check)
+    print(f"exported {model_file}")
+    if difference is not None:
+        print(f"check: exported vs dygraph on random input, max relative difference {difference:.2e}")
+    return model_file
+
+
+def main(package):
+    return main_guard(run)(package)
