@@ -1,6 +1,6 @@
 """Fit time and peak memory vs number of training images, and inference speed (dygraph vs Paddle Inference).
 
-    python benchmark.py --data_dir PATH --cls bottle [--backbone_weights imagenet] > benchmark.txt
+    python benchmark.py [--data_dir PATH --cls bottle] [--backbone_weights imagenet] > benchmark.txt
 
 Every measurement runs in a fresh child process so that its peak resident memory (``ru_maxrss``) is its own. The
 fit covers data loading, backbone, projection, streaming statistics and the Cholesky precision factors; the
@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,36 +33,29 @@ def _rss_mb():
 
 def child_fit(args):
     """Fit on the first ``n`` training images; print JSON with seconds and memory; optionally save the model."""
-    from common.mvtec import MVTecDataset, train_samples
+    from common.loader import Loader
+    from common.mvtec import train_samples
     from common.runtime import configure
-    from orthoad.projection import make_projection
-    from orthoad.storage import save_array
-    from orthoad.trainer import _loader, build_embedder, fit_statistics, make_preprocess
+    from orthoad import checkpoint
+    from orthoad.config import Config
+    from orthoad.data import dataset
+    from orthoad.trainer import fit_statistics, projection_for
 
     configure("cpu", args.threads, 0)
-    preprocess = make_preprocess("official")
+    config = Config(backbone=args.arch, k=args.k, backbone_weights=args.backbone_weights, batch_size=args.batch_size)
     samples = train_samples(args.data_dir, args.cls)[: args.n]
-    channels = {"resnet18": 448, "wide_resnet50_2": 1792}[args.arch]
-    projection = make_projection("ortho", channels, args.k, 1111)
-    embedder = build_embedder(args.arch, projection, 256, args.backbone_weights, 1111)
+    projection = projection_for(config)
+    embedder = checkpoint.build_embedder(config, projection)
     baseline = _rss_mb()
     start = time.time()
-    loader = _loader(MVTecDataset(samples, preprocess), args.batch_size)
-    mean, factor, count = fit_statistics(embedder, loader, 64 * 64, stats_dtype="auto")
+    loader = Loader(dataset(samples, config), config.batch_size)
+    mean, factor, count = fit_statistics(embedder, loader, config.grid ** 2, stats_dtype="auto")
     seconds = time.time() - start
     report = {"arch": args.arch, "k": args.k, "images": count, "fit_seconds": round(seconds, 1),
               "baseline_rss_mb": round(baseline), "peak_rss_mb": round(_peak_mb()),
               "statistics_mb": round((factor.nbytes + mean.nbytes) / 2 ** 20)}
     if args.save:
-        config = {"cls": args.cls, "method": "ortho", "arch": args.arch, "k": args.k, "seed": 1111,
-                  "backbone_weights": args.backbone_weights, "preprocess": preprocess.to_dict(), "grid": 64,
-                  "sigma": 4.0, "batch_size": 1}
-        os.makedirs(args.save, exist_ok=True)
-        save_array(os.path.join(args.save, "projection.npy"), projection)
-        save_array(os.path.join(args.save, "mean.npy"), mean)
-        save_array(os.path.join(args.save, "precision_factor.npy"), factor)
-        with open(os.path.join(args.save, "model.json"), "w", encoding="utf-8") as handle:
-            json.dump(config, handle)
+        checkpoint.save(args.save, config, projection, mean, factor, {"num_fit_images": count})
     print(json.dumps(report))
 
 
@@ -69,17 +63,16 @@ def child_infer(args):
     """Images/s of the dygraph model and of the exported model under Paddle Inference (batch 1)."""
     import paddle
 
+    from common.export import export_detector
     from common.inference import Predictor
     from common.mvtec import open_image, test_samples
     from common.runtime import configure
-    from orthoad.trainer import load_model, preprocess_from_dict
-
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from export_model import export
+    from orthoad import checkpoint
+    from orthoad.data import preprocess as make_preprocess
 
     configure("cpu", args.threads, 0)
-    model, config, _ = load_model(args.save)
-    preprocess = preprocess_from_dict(config["preprocess"])
+    model, config, _ = checkpoint.load(args.save)
+    preprocess = make_preprocess(config)
     images = [preprocess.image(open_image(s.path))[None] for s in test_samples(args.data_dir, args.cls)[: args.n]]
     with paddle.no_grad():
         model(paddle.to_tensor(images[0]))
@@ -87,14 +80,15 @@ def child_infer(args):
         for image in images:
             model(paddle.to_tensor(image))[0].numpy()
         dygraph = len(images) / (time.time() - start)
-    _, difference = export(args.save, os.path.join(args.save, "inference"), check=True)
-    predictor = Predictor(os.path.join(args.save, "inference"), threads=args.threads)
+    inference_dir = os.path.join(args.save, "inference")
+    _, difference = export_detector(model, preprocess, {"method": config.method_name}, inference_dir, check=True)
+    predictor = Predictor(inference_dir, threads=args.threads)
     predictor.run(images[0])
     start = time.time()
     for image in images:
         predictor.run(image)
     inference = len(images) / (time.time() - start)
-    print(json.dumps({"arch": config["arch"], "k": config["k"], "images": len(images),
+    print(json.dumps({"arch": config.backbone, "k": config.k, "images": len(images),
                       "dygraph_images_per_s": round(dygraph, 2), "inference_images_per_s": round(inference, 2),
                       "exported_vs_dygraph_max_rel_diff": float(f"{difference:.2e}")}))
 
@@ -111,7 +105,8 @@ def _child(mode, **options):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data_dir", default="/work/shared/data/mvtec_ad_256")
+    parser.add_argument("--data_dir", default=None,
+                        help="MVTec-layout data (default: 237 synthetic 256 px training images, the grid-sized set)")
     parser.add_argument("--cls", default="bottle")
     parser.add_argument("--backbone_weights", default="random")
     parser.add_argument("--threads", type=int, default=2)
@@ -126,6 +121,13 @@ def main():
         return child_fit(args)
     if args.child == "infer":
         return child_infer(args)
+    scratch_data = None
+    if args.data_dir is None:
+        from common.synthetic import make_class
+
+        scratch_data = tempfile.mkdtemp(prefix="orthoad-bench-")
+        make_class(scratch_data, args.cls, size=256, n_train=237, n_test_good=20, n_test_defect=3)
+        args.data_dir = scratch_data
     common = {"data_dir": args.data_dir, "cls": args.cls, "backbone_weights": args.backbone_weights,
               "threads": args.threads}
     print(f"OrthoAD benchmark: class {args.cls}, 256 px, {args.threads} CPU threads, batch {args.batch_size}, "
@@ -142,7 +144,8 @@ def main():
                   f"{100 * growth:+.1f} %", flush=True)
             report = _child("infer", arch=arch, k=k, n=20, save=os.path.join(scratch, f"{arch}_{k}"), **common)
             print("infer " + json.dumps(report), flush=True)
-
+    if scratch_data:
+        shutil.rmtree(scratch_data, ignore_errors=True)
 
 
 if __name__ == "__main__":

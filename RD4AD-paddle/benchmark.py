@@ -41,13 +41,13 @@ def paddle_benchmarks(args, x_train, x_infer):
 
     from common.inference import Predictor, export_static
     from common.runtime import configure
-    from rd4ad.anomaly_map import AnomalyScorer
+    from rd4ad.detector import RD4ADDetector
     from rd4ad.loss import distillation_loss
     from rd4ad.model import ReverseDistillation
 
     configure("cpu", args.threads, 0)
     model = ReverseDistillation(args.backbone, "random")
-    scorer = AnomalyScorer(model, args.image_size)
+    scorer = RD4ADDetector(model, args.image_size)
     results = {}
 
     optimizer = paddle.optimizer.Adam(learning_rate=0.005, beta1=0.5, beta2=0.999,

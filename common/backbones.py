@@ -93,6 +93,11 @@ def load_weights_file(path):
         raise UserError(f"cannot read {path} as a Paddle state dict ({type(exc).__name__}: {exc})") from None
     if not isinstance(state_dict, dict):
         raise UserError(f"{path} holds a {type(state_dict).__name__}, not a state dict")
+    for name, value in state_dict.items():
+        value = np.asarray(value)
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            # ReLU and max-pooling would silently turn NaN weights into zero features: refuse the file instead
+            raise UserError(f"{path} holds nan or inf values (in {name}): the weights file is damaged")
     return state_dict
 
 

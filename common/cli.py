@@ -81,6 +81,9 @@ def run_per_class(classes, run_one, what="run"):
         except UserError as exc:
             failures[cls] = str(exc)
             print(f"[{cls}] {what} failed: {exc}", file=sys.stderr)
+        except OSError as exc:  # e.g. an output folder that cannot be written: the user's to fix
+            failures[cls] = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+            print(f"[{cls}] {what} failed: {failures[cls]}", file=sys.stderr)
         except Exception as exc:  # noqa: BLE001 - one class's bug must not stop the loop; traceback kept
             failures[cls] = f"{type(exc).__name__}: {exc}"
             traceback.print_exc()

@@ -93,7 +93,7 @@ def parse(package, mode=None, argv=None):
         args = build_parser(package, "predict" if known.mode == "infer" else known.mode,
                             with_mode_flag=True).parse_args(argv)
     else:
-        args = build_parser(package, mode).parse_args(argv)
+        args = build_parser(package, "predict" if mode == "infer" else mode).parse_args(argv)
         args.mode = mode
     return args
 

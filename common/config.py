@@ -138,7 +138,7 @@ def build_config(config_class, yaml_path=None, overrides=None):
                    if k in fields and v is not None})
     for name, value in values.items():
         choices = fields[name][0].metadata.get("choices")
-        if choices and value not in choices:
+        if choices and value is not None and value not in choices:
             raise UserError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
     return config_class(**values)
 

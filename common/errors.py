@@ -13,7 +13,8 @@ EXIT_USER_ERROR = 2
 def main_guard(func):
     """Decorate a command-line ``main`` so that a ``UserError`` prints ``error: ...`` and exits with code 2.
 
-    Keyboard interrupts exit with 130 and a short message. Other exceptions are bugs and keep their traceback.
+    Keyboard interrupts exit with 130 and a short message; operating-system errors (a folder that cannot be
+    written, a full disk) print one ``error:`` line too. Other exceptions are bugs and keep their traceback.
     """
 
     @functools.wraps(func)
@@ -26,5 +27,9 @@ def main_guard(func):
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             sys.exit(130)
+        except OSError as exc:  # a folder that cannot be written, a full disk: the user's to fix, in one line
+            where = f": {exc.filename}" if exc.filename else ""
+            print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+            sys.exit(EXIT_USER_ERROR)
 
     return wrapper

@@ -9,7 +9,6 @@ import time
 
 import numpy as np
 
-from .cli import _DeviceFromUseGpu, str2bool
 from .errors import UserError
 
 MODEL_SUFFIXES = (".json", ".pdmodel")
@@ -199,26 +198,6 @@ class BenchmarkTimer:
         return fields
 
 
-def add_inference_args(parser):
-    """Flags shared by every ``infer.py`` (with the TIPC/Paddle-port spellings)."""
-    parser.add_argument("--model_dir", "--model_path", dest="model_dir", required=True,
-                        help="folder with inference.json|.pdmodel + inference.pdiparams")
-    parser.add_argument("--input", "--img_path", "--input_file", "--image_path", dest="input", required=True,
-                        help="an image file or a folder of images")
-    parser.add_argument("--output_dir", "--save_dir", "--save_path", dest="output_dir", default="output/infer",
-                        help="pictures and predictions.jsonl go here")
-    parser.add_argument("--batch_size", type=int, default=1)
-    parser.add_argument("--device", default="cpu", help="cpu, gpu or gpu:N")
-    parser.add_argument("--use_gpu", action=_DeviceFromUseGpu, metavar="BOOL", help="alias of --device gpu/cpu")
-    parser.add_argument("--threads", "--cpu_threads", dest="threads", type=int, default=None,
-                        help="CPU threads (default: every core)")
-    parser.add_argument("--use_mkldnn", "--enable_mkldnn", dest="use_mkldnn", type=str2bool, default=True,
-                        help="oneDNN on CPU (default True)")
-    parser.add_argument("--benchmark", type=str2bool, nargs="?", const=True, default=False,
-                        help="print preprocess / inference / postprocess milliseconds")
-    return parser
-
-
 def batches(items, batch_size):
     """Split a list into consecutive batches."""
     if batch_size < 1:
@@ -227,4 +206,4 @@ def batches(items, batch_size):
 
 
 __all__ = ["export_static", "find_model_files", "save_infer_config", "load_infer_config", "Predictor",
-           "BenchmarkTimer", "add_inference_args", "batches"]
+           "BenchmarkTimer", "batches"]

@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 
+from .errors import UserError
 from .inference import batches
 from .mvtec import image_paths, open_image
 from .results import atomic_write_text
@@ -26,6 +27,15 @@ def output_names(paths, root):
 def console_line(record):
     decision = "anomalous" if record["is_anomalous"] else "normal"
     return f"{record['image']}: score {record['score']:.4f} -> {decision} (threshold {record['threshold']:.4f})"
+
+
+def _preprocessed(preprocess, picture, path):
+    try:
+        return preprocess.image(picture).astype(np.float32)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a bad file must end in one line naming it
+        raise UserError(f"cannot preprocess {path}: {type(exc).__name__}: {exc}") from None
 
 
 def predict_images(input_path, run_batch, preprocess, image_threshold, pixel_threshold, out_dir, batch_size=1,
@@ -47,7 +57,7 @@ def predict_images(input_path, run_batch, preprocess, image_threshold, pixel_thr
         if timer:
             timer.start()
         pictures = [open_image(path) for path, _ in batch]
-        x = np.stack([preprocess.image(picture) for picture in pictures]).astype(np.float32)
+        x = np.stack([_preprocessed(preprocess, picture, path) for picture, (path, _) in zip(pictures, batch)])
         if timer:
             timer.stamp()
         maps, scores = run_batch(x)

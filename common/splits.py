@@ -4,16 +4,6 @@ import numpy as np
 from .errors import UserError
 
 
-def orthoad_split(samples):
-    """The official OrthoAD split: fit on files whose sorted index is not divisible by 10; hold out the rest.
-
-    Returns ``(fit_samples, held_out_samples)``; ``samples`` must already be sorted (as :mod:`common.mvtec` does).
-    """
-    fit = [s for i, s in enumerate(samples) if i % 10 != 0]
-    held_out = [s for i, s in enumerate(samples) if i % 10 == 0]
-    return fit, held_out
-
-
 def random_split(samples, validation_fraction=0.1, seed=42):
     """Seeded random split: ``(train, validation)`` with ``int(fraction * n)`` validation images.
 

@@ -23,9 +23,8 @@ sys.path.insert(0, os.path.join(REPO_ROOT, "RD4AD-paddle"))
 from common.backbones import check_arch, convert_torchvision_state_dict  # noqa: E402
 from common.errors import UserError, main_guard  # noqa: E402
 from common.results import atomic_save  # noqa: E402
-from rd4ad.convert import convert_official_checkpoint  # noqa: E402
+from rd4ad.checkpoint import CHECKPOINT, save_official  # noqa: E402
 from rd4ad.model import BACKBONES  # noqa: E402
-from rd4ad.trainer import CHECKPOINT, class_output_dir  # noqa: E402
 
 
 def torch_load(path):
@@ -83,15 +82,14 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     check_arch(args.backbone, BACKBONES, "RD4AD backbone")
-    dst = args.dst or os.path.join(class_output_dir(args.output_dir, args.cls), CHECKPOINT)
+    dst = args.dst or os.path.join(args.output_dir, args.cls, CHECKPOINT)
     weights = args.backbone_weights
     if args.teacher:
         teacher_out = args.teacher_out or os.path.join(os.path.dirname(os.path.abspath(dst)),
                                                        f"{args.backbone}_torchvision.pdparams")
         weights = os.path.abspath(convert_teacher(args.teacher, teacher_out, args.backbone))
         print(f"teacher: {args.teacher} -> {weights}")
-    convert_official_checkpoint(torch_load(args.ckpt), dst, args.backbone, weights, source=args.ckpt,
-                                image_size=args.image_size)
+    save_official(torch_load(args.ckpt), dst, args.backbone, weights, source=args.ckpt, image_size=args.image_size)
     print(f"checkpoint: {args.ckpt} -> {dst} (teacher weights: {weights})")
     return dst
 

@@ -23,12 +23,12 @@ rm -rf "$data"
     --n_test_defect 3
 "$PYTHON" -m common.check_dataset "$data"
 
-common=(--data_dir "$data" --seed 0)
+common=(--data_dir "$data")
 
 step "RD4AD (resnet18 teacher, 64 px, 3 epochs; the paper's setting is WRN50, 256 px, 200 epochs)"
 rd="$OUT/rd4ad"
 (cd "$repo/RD4AD-paddle"
- "$PYTHON" main.py --mode train --cls bottle,carpet "${common[@]}" --output_dir "$rd" --backbone resnet18 \
+ "$PYTHON" main.py --mode train --cls bottle,carpet "${common[@]}" --seed 0 --output_dir "$rd" --backbone resnet18 \
      --backbone_weights "$WEIGHTS" --image_size 64 --epochs 3 --batch_size 8
  "$PYTHON" main.py --mode eval --cls bottle,carpet "${common[@]}" --output_dir "$rd"
  "$PYTHON" main.py --mode predict --cls bottle --input "$data/bottle/test/scratch" --output_dir "$rd"
@@ -39,7 +39,7 @@ rd="$OUT/rd4ad"
 step "OrthoAD (resnet18, k=32, 64 px; the paper's setting is WRN50, k=300, 256 px)"
 od="$OUT/orthoad"
 (cd "$repo/OrthoAD-paddle"
- "$PYTHON" main.py --mode train --cls bottle,carpet "${common[@]}" --output_dir "$od" --arch resnet18 --k 32 \
+ "$PYTHON" main.py --mode train --cls bottle,carpet "${common[@]}" --seed 0 --output_dir "$od" --backbone resnet18 --k 32 \
      --backbone_weights "$WEIGHTS" --image_size 64 --pipeline simple
  "$PYTHON" main.py --mode eval --cls bottle,carpet "${common[@]}" --output_dir "$od"
  "$PYTHON" main.py --mode predict --cls bottle --input "$data/bottle/test/scratch" --output_dir "$od"

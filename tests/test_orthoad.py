@@ -4,11 +4,8 @@ resizing, and an end-to-end fit -> eval -> export -> infer -> predict run on sma
 References are written independently here: NumPy covariances, scipy's Mahalanobis distance, a literal loop
 version of the official OrthoAD ``metric.py``, and torch's ``F.interpolate``.
 """
-import json
 import os
 import random
-import subprocess
-import sys
 
 import numpy as np
 import paddle
@@ -16,22 +13,20 @@ import pytest
 from scipy.spatial.distance import mahalanobis
 from skimage.measure import label as skimage_label
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-METHOD_DIR = os.path.join(REPO, "OrthoAD-paddle")
-sys.path.insert(0, METHOD_DIR)
+from conftest import method_dir
+
+method_dir("OrthoAD-paddle")
 
 from common.errors import UserError  # noqa: E402
-from common.synthetic import make_dataset  # noqa: E402
+from common import mvtec  # noqa: E402
+from method_harness import command, train_tiny  # noqa: E402
+from orthoad import data  # noqa: E402
 from orthoad import metric as om  # noqa: E402
-from orthoad.gaussian import StreamingGaussian  # noqa: E402
-from orthoad.model import MahalanobisScorer, ProjectedEmbedding  # noqa: E402
-from orthoad.projection import load_projection, make_projection  # noqa: E402
-from orthoad.storage import NpyRows, save_array  # noqa: E402
-
-try:
-    import torch
-except ImportError:
-    torch = None
+from orthoad.checkpoint import NpyRows, load, save_array  # noqa: E402
+from orthoad.config import Config  # noqa: E402
+from orthoad import evaluate as orthoad_evaluate  # noqa: E402
+from orthoad.loss import StreamingGaussian  # noqa: E402
+from orthoad.model import MahalanobisScorer, ProjectedEmbedding, load_projection, make_projection  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -141,6 +136,29 @@ def test_projected_embedding_equals_projected_concatenation():
     assert np.abs(reduced - expected).max() < 1e-5 * np.abs(expected).max()
 
 
+def test_detector_postprocessing_equals_torch_interpolate_and_scipy():
+    """The official post-processing: F.interpolate(bilinear, align_corners=False) to S, gaussian_filter(sigma 4)."""
+    torch = pytest.importorskip("torch")
+    from scipy.ndimage import gaussian_filter
+
+    from orthoad.detector import OrthoADDetector
+
+    class FixedDistance(paddle.nn.Layer):  # stands for embedder + scorer: returns the distance map it is given
+        grid = (16, 16)
+
+        def forward(self, z):
+            return z
+
+    distance = np.random.default_rng(3).gamma(2.0, 1.0, (2, 1, 16, 16)).astype(np.float32)
+    detector = OrthoADDetector(paddle.nn.Identity(), FixedDistance(), 64, sigma=4.0)
+    amap, score = (t.numpy() for t in detector(paddle.to_tensor(distance)))
+    upsampled = torch.nn.functional.interpolate(torch.from_numpy(distance), size=64, mode="bilinear",
+                                                align_corners=False).numpy().astype(np.float64)
+    expected = np.stack([gaussian_filter(m[0], sigma=4) for m in upsampled])
+    np.testing.assert_allclose(amap[:, 0], expected, atol=1e-5 * expected.max())
+    np.testing.assert_allclose(score, expected.reshape(2, -1).max(1), rtol=1e-5)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Official OrthoAD metric: a literal re-statement of metric.py (loops over thresholds, images and regions)
 # ---------------------------------------------------------------------------------------------------------------
@@ -220,89 +238,119 @@ def test_official_image_roc_and_undefined_cases():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# End to end through the command-line scripts
+# Method defaults, pipelines and fitting (the shared end-to-end checks are in test_method_shape.py)
 # ---------------------------------------------------------------------------------------------------------------
-SMALL = ["--arch", "resnet18", "--k", "12", "--backbone_weights", "random", "--image_size", "64", "--threads", "1"]
+def test_official_split_holds_out_every_tenth_sorted_image():
+    fit, held = data.official_split(list(range(25)))
+    assert held == [0, 10, 20] and fit == [i for i in range(25) if i % 10]
 
 
-def _run(script, *args):
-    result = subprocess.run([sys.executable, script, *args], cwd=METHOD_DIR, capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    return result.stdout
+def test_method_defaults_follow_each_reference_code():
+    ortho = Config()
+    assert (ortho.k, ortho.seed, ortho.train_split, ortho.unbiased, ortho.pipeline, ortho.image_size,
+            ortho.mask_threshold, ortho.grid) == (300, 1111, "official", False, "orthoad", 256, 0.5995, 64)
+    padim = Config(method="sample", backbone="resnet18")
+    assert (padim.method, padim.k, padim.seed, padim.train_split, padim.unbiased, padim.pipeline, padim.image_size,
+            padim.mask_threshold, padim.grid) == ("padim", 100, 1024, "all", True, "padim", 224, 0.5, 56)
+    assert Config(method="padim").k == 550
+    ablation = Config(method="padim", pipeline="orthoad")
+    assert (ablation.image_size, ablation.mask_threshold, ablation.unbiased) == (256, 0.5995, True)
+
+
+def _official_orthoad_transform(path, size=256):
+    """jnhwkim/orthoad dataset.py with torchvision's PIL semantics: pil_loader (RGB), Resize(320) (shorter side,
+    bilinear), Resize(256), CenterCrop(256), ToTensor; masks then Normalize and channel 0 > 0.5."""
+    from PIL import Image
+
+    def resize_shorter(image, side):
+        w, h = image.size
+        target = (side, int(side * h / w)) if w <= h else (int(side * w / h), side)
+        return image.resize(target, Image.BILINEAR)
+
+    image = resize_shorter(resize_shorter(Image.open(path).convert("RGB"), round(size * 1.25)), size)
+    left, top = int(round((image.width - size) / 2.0)), int(round((image.height - size) / 2.0))
+    return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.float32) / 255.0
+
+
+def _official_padim_mask(path):
+    """xiahaifeng1995 PaDiM: Resize(256, NEAREST) (shorter side) -> CenterCrop(224) -> ToTensor."""
+    from PIL import Image
+
+    mask = Image.open(path)
+    w, h = mask.size
+    mask = mask.resize((256, int(256 * h / w)) if w <= h else (int(256 * w / h), 256), Image.NEAREST)
+    left, top = int(round((mask.width - 224) / 2.0)), int(round((mask.height - 224) / 2.0))
+    return np.asarray(mask.crop((left, top, left + 224, top + 224)), dtype=np.float32) / 255.0
+
+
+def _defect_samples(root):
+    return [s for s in mvtec.test_samples(root, "bottle") if s.mask_path][:6]
+
+
+@pytest.mark.parametrize("source", ["synthetic", "bottle"])
+def test_masks_follow_the_official_8_bit_transforms(source, synthetic_root, request):
+    root = synthetic_root if source == "synthetic" else request.getfixturevalue("bottle_root")
+    samples = _defect_samples(root)
+    orthoad = data.preprocess(Config(backbone="resnet18"))
+    padim = data.preprocess(Config(method="padim", backbone="resnet18"))
+    from common.mvtec import open_mask
+
+    for sample in samples:
+        mask = open_mask(sample.mask_path)
+        expected = (_official_orthoad_transform(sample.mask_path)[..., 0] - 0.485) / 0.229 > 0.5
+        assert np.array_equal(orthoad.mask(mask), expected), sample.mask_path
+        assert np.array_equal(padim.mask(mask), _official_padim_mask(sample.mask_path) > 0.5), sample.mask_path
+    image = _official_orthoad_transform(samples[0].path)
+    from common.mvtec import open_image
+    from common.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    np.testing.assert_allclose(orthoad.image(open_image(samples[0].path)),
+                               ((image - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1), atol=1e-6)
 
 
 @pytest.fixture(scope="module")
-def fitted(tmp_path_factory):
-    root = tmp_path_factory.mktemp("orthoad")
-    data = str(root / "data")
-    make_dataset(data, classes=("bottle",), size=64, n_train=12, n_test_good=3, n_test_defect=2)
-    out = str(root / "out")
-    stdout = _run("train.py", "--data_path", data, "--category", "bottle", "--output_dir", out, "--eval",
-                  "--eval_PRO", *SMALL)
-    return data, out, stdout
+def fitted(synthetic_root, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("orthoad_out"))
+    train_tiny("orthoad", synthetic_root, out)
+    return synthetic_root, out
 
 
-@pytest.mark.slow
-def test_fit_eval_export_infer_predict(fitted, tmp_path):
-    data, out, stdout = fitted
-    assert "summary" in stdout
-    with open(os.path.join(out, "results", "OrthoAD_bottle.json"), encoding="utf-8") as handle:
+def test_fit_uses_the_official_split_and_holds_out_the_rest(fitted):
+    import json
+
+    data_dir, out = fitted
+    with open(os.path.join(out, "bottle", "model.json"), encoding="utf-8") as handle:
         record = json.load(handle)
-    metrics = record["metrics"]
-    for name in ("image_auroc", "pixel_auroc", "au_pro", "orthoad_pro", "orthoad_pixel_roc", "orthoad_image_roc"):
-        assert 0.0 <= metrics[name] <= 1.0, name
-    assert record["config"]["num_fit_images"] == 10          # official 90 % split of 12 images
-    assert record["threshold"]["held_out"] == ["000.png", "010.png"]
+    assert record["fit"]["num_fit_images"] == 10  # official 90 % split of 12 images
+    with open(os.path.join(out, "bottle", "thresholds.json"), encoding="utf-8") as handle:
+        thresholds = json.load(handle)
+    names = [os.path.basename(p) for p in thresholds["calibration_images"]]
+    assert names == ["000.png", "010.png"] and thresholds["held_out"] is True
     assert record["config"]["mask_threshold"] == 0.5995
 
-    # eval in a new process rebuilds the same model (random backbone drawn from the seed) -> same metrics
-    _run("main.py", "--mode", "eval", "--cls", "bottle", "--data_dir", data, "--output_dir", out, "--threads", "1")
-    with open(os.path.join(out, "results", "OrthoAD_bottle.json"), encoding="utf-8") as handle:
-        again = json.load(handle)["metrics"]
-    for name, value in metrics.items():
-        assert again[name] == pytest.approx(value, abs=1e-9), name
 
-    # export (the script itself checks exported vs dygraph to 1e-4), then Paddle Inference on a folder
-    assert "max relative difference" in _run("export_model.py", "--category", "bottle", "--output_dir", out,
-                                              "--threads", "1")
-    infer_dir = str(tmp_path / "infer")
-    _run("infer.py", "--model_dir", os.path.join(out, "bottle", "inference"), "--input",
-         os.path.join(data, "bottle", "test", "blob"), "--output_dir", infer_dir, "--batch_size", "2",
-         "--benchmark", "True", "--threads", "1")
-    predict_dir = str(tmp_path / "predict")
-    _run("predict.py", os.path.join(data, "bottle", "test", "blob"), "--category", "bottle", "--output_dir", out,
-         "--predict_dir", predict_dir, "--threads", "1")
-    with open(os.path.join(infer_dir, "predictions.jsonl"), encoding="utf-8") as handle:
-        inferred = [json.loads(line) for line in handle]
-    with open(os.path.join(predict_dir, "predictions.json"), encoding="utf-8") as handle:
-        predicted = json.load(handle)
-    assert len(inferred) == len(predicted) == 2
-    for a, b in zip(inferred, predicted):
-        assert a["score"] == pytest.approx(b["score"], rel=1e-4)
-        assert a["is_anomalous"] == b["is_anomalous"]
-        assert os.path.isfile(b["pictures"]["heatmap"]) and os.path.isfile(b["pictures"]["mask"])
-
-
-@pytest.mark.slow
-def test_same_seed_gives_identical_maps_and_w_is_shared(fitted, tmp_path):
-    from orthoad.trainer import load_model, predict_maps, preprocess_from_dict
-    from common.mvtec import MVTecDataset, test_samples
-
-    data, out, _ = fitted
+def test_same_seed_gives_identical_maps_and_w(fitted, tmp_path):
+    data_dir, out = fitted
     out2 = str(tmp_path / "out2")
-    _run("main.py", "--mode", "train", "--cls", "bottle", "--data_dir", data, "--output_dir", out2, *SMALL)
+    train_tiny("orthoad", data_dir, out2)
     maps = []
     for folder in (out, out2):
-        model, config, _ = load_model(os.path.join(folder, "bottle"))
-        dataset = MVTecDataset(test_samples(data, "bottle")[:3], preprocess_from_dict(config["preprocess"]))
-        maps.append(predict_maps(model, dataset, 4)[0])
+        detector, config, _ = load(os.path.join(folder, "bottle"))
+        dataset = mvtec.MVTecDataset(mvtec.test_samples(data_dir, "bottle")[:3], data.preprocess(config))
+        maps.append(orthoad_evaluate.test_maps(detector, config, dataset)[0])
     assert np.array_equal(maps[0], maps[1])
-    assert np.array_equal(np.load(os.path.join(out, "projection.npy")),
+    assert np.array_equal(np.load(os.path.join(out, "bottle", "projection.npy")),
                           np.load(os.path.join(out2, "bottle", "projection.npy")))
 
 
-def test_user_errors_exit_2(tmp_path):
-    result = subprocess.run([sys.executable, "main.py", "--mode", "eval", "--cls", "bottle", "--data_dir",
-                             str(tmp_path / "missing")], cwd=METHOD_DIR, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error:")
+def test_padim_fits_every_image_with_the_unbiased_covariance(synthetic_root, tmp_path):
+    import json
+
+    train_tiny("orthoad", synthetic_root, str(tmp_path), "--method", "padim")
+    with open(tmp_path / "bottle" / "model.json", encoding="utf-8") as handle:
+        record = json.load(handle)
+    assert record["fit"]["num_fit_images"] == len(mvtec.train_samples(synthetic_root, "bottle")) == 12
+    assert record["config"]["unbiased"] is True and record["config"]["seed"] == 1024
+    results = command("orthoad", "eval", "--cls", "bottle", "--data_dir", synthetic_root, "--output_dir",
+                      str(tmp_path), "--method", "sample", "--threads", 2)
+    assert os.path.isfile(tmp_path / "results" / "PaDiM_bottle.json") and "orthoad_pro" in results["bottle"]

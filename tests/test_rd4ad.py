@@ -13,16 +13,14 @@ from conftest import method_dir
 
 method_dir("RD4AD-paddle")
 
-from common.errors import main_guard  # noqa: E402
-from rd4ad import cli, export, infer  # noqa: E402
-from rd4ad import trainer as rd4ad_trainer  # noqa: E402
 from common.postprocess import MatrixResize  # noqa: E402
-from rd4ad.anomaly_map import AnomalyScorer  # noqa: E402
+from method_harness import command, train_tiny  # noqa: E402
+from rd4ad import checkpoint, data  # noqa: E402
+from rd4ad import evaluate as rd4ad_evaluate  # noqa: E402
+from rd4ad import trainer as rd4ad_trainer  # noqa: E402
+from rd4ad.detector import RD4ADDetector  # noqa: E402
 from rd4ad.loss import distillation_loss  # noqa: E402
 from rd4ad.model import ARCHITECTURES, OCBE, Decoder, ReverseDistillation, count_parameters  # noqa: E402
-
-TINY_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "RD4AD-paddle", "configs",
-                           "tiny.yaml")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -146,7 +144,7 @@ def test_scorer_equals_numpy_scipy_pipeline():
     paddle.seed(1)
     model = ReverseDistillation("resnet18", backbone_weights="random")
     model.eval()
-    scorer = AnomalyScorer(model, 64)
+    scorer = RD4ADDetector(model, 64)
     x = paddle.randn([2, 3, 64, 64])
     with paddle.no_grad():
         teacher_features, student_features = model(x)
@@ -163,27 +161,17 @@ def test_scorer_equals_numpy_scipy_pipeline():
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Command line: train -> eval -> predict -> export -> infer on synthetic data
+# Training and evaluation specific to RD4AD (the shared end-to-end checks are in test_method_shape.py)
 # ----------------------------------------------------------------------------------------------------------------
-def run_main(entry, argv):
-    """Run a CLI entry point in-process as the scripts do (``main_guard``); returns its result."""
-    return main_guard(entry)(argv)
-
-
-def tiny_train_args(data_dir, output_dir, *extra):
-    return ["--mode", "train", "--cls", "bottle", "--data_dir", data_dir, "--output_dir", output_dir,
-            "--config", TINY_CONFIG, "--threads", "2", *extra]
-
-
 @pytest.fixture(scope="module")
 def trained(synthetic_root, tmp_path_factory):
-    """bottle trained for 2 epochs with the tiny config (resnet18, random teacher, 64 px)."""
+    """bottle trained for 2 epochs with the tiny config (resnet18, random teacher, 64 px), 10 % held out."""
     output_dir = str(tmp_path_factory.mktemp("rd4ad_output"))
-    run_main(cli.main, tiny_train_args(synthetic_root, output_dir))
+    train_tiny("rd4ad", synthetic_root, output_dir, "--calibration_fraction", 0.1)
     return synthetic_root, output_dir
 
 
-def test_training_writes_checkpoint_state_thresholds_and_log(trained):
+def test_training_writes_checkpoint_state_and_log(trained):
     _, output_dir = trained
     folder = os.path.join(output_dir, "bottle")
     for name in ("rd4ad.pdparams", "train_state.pdparams", "thresholds.json", "train_log.jsonl"):
@@ -193,102 +181,56 @@ def test_training_writes_checkpoint_state_thresholds_and_log(trained):
     assert [r["epoch"] for r in log] == [1, 2] and all(np.isfinite(r["loss"]) for r in log)
     with open(os.path.join(folder, "thresholds.json"), encoding="utf-8") as handle:
         thresholds = json.load(handle)
-    assert thresholds["held_out"] and thresholds["num_normal_images"] == 1  # 10 % of 12 images
-    assert thresholds["pixel_threshold"] <= thresholds["image_threshold"]
-    checkpoint = paddle.load(os.path.join(folder, "rd4ad.pdparams"))
-    assert checkpoint["meta"]["backbone"] == "resnet18" and checkpoint["meta"]["epochs_done"] == 2
-    assert "teacher" in checkpoint  # random teacher weights travel with the checkpoint
+    assert thresholds["held_out"] is True and thresholds["num_images"] == 1  # 10 % of 12 images
+    state = paddle.load(os.path.join(folder, "rd4ad.pdparams"))
+    assert state["config"]["backbone"] == "resnet18" and state["meta"]["epochs_done"] == 2
+    assert "teacher" in state  # random teacher weights travel with the checkpoint
 
 
-def test_eval_all_writes_results_for_classes_with_a_checkpoint(trained):
-    data_dir, output_dir = trained
-    results = run_main(cli.main, ["--mode", "eval", "--cls", "all", "--data_dir", data_dir,
-                                  "--output_dir", output_dir, "--threads", "2"])
-    assert list(results) == ["bottle"]  # carpet has no checkpoint
-    with open(os.path.join(output_dir, "results", "RD4AD_bottle.json"), encoding="utf-8") as handle:
-        record = json.load(handle)
-    assert set(record["metrics"]) == {"image_auroc", "pixel_auroc", "rd4ad_pro", "au_pro"}
-    assert all(0 <= v <= 1 for v in record["metrics"].values())
-    assert record["config"]["backbone"] == "resnet18" and "rd4ad_pro" in record["protocols"]
+def test_default_trains_on_every_image_and_labels_the_thresholds(synthetic_root, tmp_path):
+    train_tiny("rd4ad", synthetic_root, str(tmp_path), "--epochs", 1)
+    with open(tmp_path / "bottle" / "thresholds.json", encoding="utf-8") as handle:
+        thresholds = json.load(handle)
+    assert thresholds["held_out"] is False and thresholds["num_images"] == 12
+    assert "also used for training" in thresholds["source"]
 
 
 def test_eval_metrics_use_the_official_scoring(trained):
-    """The pixel AUROC in the results equals sklearn on maps computed here with SciPy from the raw model maps."""
+    """The metrics equal sklearn on maps computed here with SciPy from the raw model maps (official test.py)."""
     from sklearn.metrics import roc_auc_score
 
-    from common.mvtec import MVTecDataset, test_samples
-
     data_dir, output_dir = trained
-    model, _ = rd4ad_trainer.load_trained_model(os.path.join(output_dir, "bottle", "rd4ad.pdparams"))
-    dataset = MVTecDataset(test_samples(data_dir, "bottle"), rd4ad_trainer.preprocess_for(64))
+    detector, config, thresholds = checkpoint.load(os.path.join(output_dir, "bottle"))
+    dataset = data.test_dataset(config, data_dir, "bottle")
     images = paddle.to_tensor(np.stack([dataset[i][0] for i in range(len(dataset))]))
     with paddle.no_grad():
-        raw = AnomalyScorer(model, 64).raw_map(images).numpy()[:, 0].astype(np.float64)
+        raw = detector.raw_map(images).numpy()[:, 0].astype(np.float64)
     smoothed = np.stack([ndimage.gaussian_filter(m, sigma=4) for m in raw])
-    metrics = rd4ad_trainer.evaluate_class("bottle", data_dir, output_dir, batch_size=3)
+    metrics = rd4ad_evaluate.evaluate(detector, config, thresholds, "bottle", data_dir, output_dir)
     assert metrics["pixel_auroc"] == pytest.approx(roc_auc_score(dataset.masks().ravel(), smoothed.ravel()),
                                                    abs=1e-6)
     assert metrics["image_auroc"] == pytest.approx(roc_auc_score(dataset.labels, smoothed.reshape(len(raw), -1)
                                                                  .max(1)), abs=1e-9)
 
 
-def test_predict_export_and_infer_agree(trained, tmp_path):
-    data_dir, output_dir = trained
-    inputs = os.path.join(data_dir, "bottle", "test")
-    predict_dir = str(tmp_path / "predict")
-    predicted = run_main(cli.main, ["--mode", "predict", "--cls", "bottle", "--output_dir", output_dir,
-                                    "--data_dir", data_dir, "--input", inputs, "--predict_dir", predict_dir,
-                                    "--threads", "2"])
-    inference_dir = str(tmp_path / "inference")
-    model_file = run_main(export.main, ["--cls", "bottle", "--output_dir", output_dir,
-                                        "--save_inference_dir", inference_dir, "--threads", "2"])
-    assert model_file.endswith((".json", ".pdmodel"))
-    infer_dir = str(tmp_path / "infer")
-    inferred = run_main(infer.main, ["--model_dir", inference_dir, "--input", inputs, "--output_dir", infer_dir,
-                                     "--batch_size", "3", "--threads", "2", "--benchmark"])
-    assert len(predicted) == len(inferred) == 10  # 4 good + 3 defect types x 2
-    for ours, theirs in zip(predicted, inferred):
-        assert os.path.basename(ours["image"]) == os.path.basename(theirs["image"])
-        assert theirs["score"] == pytest.approx(ours["score"], abs=1e-4)
-        assert theirs["is_anomalous"] == ours["is_anomalous"] or abs(ours["score"] - ours["threshold"]) < 1e-4
-        for picture in theirs["pictures"].values():
-            assert os.path.isfile(picture)
-    with open(os.path.join(infer_dir, "predictions.jsonl"), encoding="utf-8") as handle:
-        assert len(handle.readlines()) == 10
-
-    # the exported map equals the dygraph map
-    from common.inference import Predictor
-    from common.mvtec import MVTecDataset, test_samples
-
-    model, _ = rd4ad_trainer.load_trained_model(os.path.join(output_dir, "bottle", "rd4ad.pdparams"))
-    dataset = MVTecDataset(test_samples(data_dir, "bottle"), rd4ad_trainer.preprocess_for(64))
-    images = np.stack([dataset[i][0] for i in range(4)])
-    with paddle.no_grad():
-        maps, scores = (t.numpy() for t in AnomalyScorer(model, 64)(paddle.to_tensor(images)))
-    static_maps, static_scores = Predictor(inference_dir, threads=2, use_mkldnn=True).run(images)
-    assert static_maps.shape == (4, 1, 64, 64)
-    np.testing.assert_allclose(static_maps, maps, atol=1e-4)
-    np.testing.assert_allclose(static_scores, scores, atol=1e-4)
-
-
 def test_resume_continues_exactly(trained, tmp_path):
     """1 epoch, then --resume to 2 epochs, gives the same weights as 2 epochs in one go."""
     data_dir, output_dir = trained
     resumed_dir = str(tmp_path / "resumed")
-    run_main(cli.main, tiny_train_args(data_dir, resumed_dir, "--epochs", "1"))
-    run_main(cli.main, tiny_train_args(data_dir, resumed_dir, "--epochs", "2", "--resume"))
+    train_tiny("rd4ad", data_dir, resumed_dir, "--calibration_fraction", 0.1, "--epochs", 1)
+    train_tiny("rd4ad", data_dir, resumed_dir, "--calibration_fraction", 0.1, "--epochs", 2, "--resume")
     straight = paddle.load(os.path.join(output_dir, "bottle", "rd4ad.pdparams"))
     resumed = paddle.load(os.path.join(resumed_dir, "bottle", "rd4ad.pdparams"))
     for part in ("bn", "decoder"):
         for name, value in straight[part].items():
-            np.testing.assert_allclose(resumed[part][name].numpy(), value.numpy(), atol=1e-6, err_msg=name)
+            np.testing.assert_array_equal(resumed[part][name].numpy(), value.numpy(), err_msg=name)
     with open(os.path.join(resumed_dir, "bottle", "train_log.jsonl"), encoding="utf-8") as handle:
         assert [json.loads(line)["epoch"] for line in handle] == [1, 2]
 
 
-def _exit_message(capsys, entry, argv):
+def _exit_message(capsys, *argv):
     with pytest.raises(SystemExit) as exit_info:
-        run_main(entry, argv)
+        train_tiny("rd4ad", *argv)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err and err[-1].startswith("error: ")
@@ -297,7 +239,7 @@ def _exit_message(capsys, entry, argv):
 
 def test_resume_with_other_options_is_refused(trained, capsys):
     data_dir, output_dir = trained
-    message = _exit_message(capsys, cli.main, tiny_train_args(data_dir, output_dir, "--lr", "0.001", "--resume"))
+    message = _exit_message(capsys, data_dir, output_dir, "--calibration_fraction", 0.1, "--lr", 0.001, "--resume")
     assert "lr 0.005 -> 0.001" in message
 
 
@@ -308,20 +250,6 @@ def test_nan_loss_stops_with_a_clear_message(trained, tmp_path, capsys, monkeypa
         return distillation_loss(teacher_features, student_features, kind) * float("nan")
 
     monkeypatch.setattr(rd4ad_trainer, "distillation_loss", nan_loss)
-    message = _exit_message(capsys, cli.main, tiny_train_args(data_dir, str(tmp_path / "nan")))
+    message = _exit_message(capsys, data_dir, str(tmp_path / "nan"))
     assert "loss is nan at epoch 1, step 1" in message and "lower --lr" in message
-
-
-def test_bad_input_exits_2_with_one_line(trained, tmp_path, capsys):
-    data_dir, output_dir = trained
-    message = _exit_message(capsys, cli.main, ["--mode", "train", "--cls", "botle", "--data_dir", data_dir,
-                                               "--output_dir", str(tmp_path / "typo")])
-    assert "did you mean 'bottle'" in message
-    message = _exit_message(capsys, cli.main, ["--mode", "eval", "--cls", "bottle",
-                                               "--data_dir", str(tmp_path / "missing")])
-    assert "not found" in message
-    message = _exit_message(capsys, cli.main, ["--mode", "predict", "--cls", "bottle", "--data_dir", data_dir,
-                                               "--output_dir", output_dir])
-    assert "--input" in message
-    message = _exit_message(capsys, infer.main, ["--model_dir", str(tmp_path), "--input", data_dir])
-    assert "export" in message
+    assert not os.path.exists(tmp_path / "nan" / "bottle" / "rd4ad.pdparams")

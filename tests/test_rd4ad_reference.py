@@ -218,7 +218,7 @@ def _max_error(a, b):
 def converted_wrn50(tmp_path_factory):
     """A random official WRN50 model saved as the official code does, converted with the tool, loaded in Paddle."""
     import convert_rd4ad_checkpoint
-    from rd4ad.trainer import load_trained_model
+    from rd4ad.checkpoint import load_model
 
     folder = tmp_path_factory.mktemp("official")
     teacher, ocbe, decoder = build_torch_reference("wide_resnet50_2", seed=1)
@@ -230,8 +230,9 @@ def converted_wrn50(tmp_path_factory):
                                          "--output_dir", str(folder / "output"),
                                          "--teacher", str(folder / "wide_resnet50_2-random.pth"),
                                          "--image_size", "64"])
-    model, meta = load_trained_model(dst)
-    return {"torch": (teacher, ocbe, decoder), "paddle": model, "meta": meta, "x": x.numpy(), "dst": dst}
+    model, config, meta = load_model(dst)
+    return {"torch": (teacher, ocbe, decoder), "paddle": model, "config": config, "meta": meta, "x": x.numpy(),
+            "dst": dst}
 
 
 def _relative_error(ours, reference):
@@ -268,7 +269,8 @@ def test_converted_checkpoint_forward_matches_torch(converted_wrn50):
         p_embedding_same_input = model.bn([paddle.to_tensor(f.numpy()) for f in t_feats])
         p_out_same_input = model.decoder(paddle.to_tensor(t_embedding.numpy()))
         p_out_chained = model.decoder(model.bn(p_feats))
-    assert converted_wrn50["meta"]["backbone"] == "wide_resnet50_2"
+    assert converted_wrn50["config"].backbone == "wide_resnet50_2" and converted_wrn50["config"].image_size == 64
+    assert "converted from the official PyTorch checkpoint wres50_bottle.pth" in converted_wrn50["meta"]["source"]
     assert [tuple(f.shape) for f in p_feats] == [(2, 256, 16, 16), (2, 512, 8, 8), (2, 1024, 4, 4)]
     assert tuple(p_embedding_same_input.shape) == (2, 2048, 2, 2)
     for ours, ref in zip(p_feats, t_feats):
@@ -414,7 +416,7 @@ def test_anomaly_map_matches_official_computation():
     from scipy.ndimage import gaussian_filter
 
     from common.postprocess import gaussian_smooth
-    from rd4ad.anomaly_map import SummedAnomalyMap, image_scores
+    from rd4ad.detector import SummedAnomalyMap, image_scores
     from common.postprocess import GaussianBlur
 
     rng = np.random.default_rng(4)

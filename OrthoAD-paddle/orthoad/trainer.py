@@ -6,8 +6,11 @@ There is no gradient training: the "training objective" is the Gaussian fit of :
 import os
 import time
 
+import numpy as np
 import paddle
 from tqdm import tqdm
+
+from common.errors import UserError
 
 from common.evaluation import collect
 from common.loader import Loader
@@ -32,8 +35,12 @@ def fit_statistics(embedder, loader, positions, eps=0.01, unbiased=False, stats_
     """Stream the batches of ``loader`` through ``embedder``; returns ``(mean, factor, count)``."""
     stats = StreamingGaussian(positions, embedder.k, dtype=stats_dtype)
     with paddle.no_grad():
-        for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, disable=None):
-            stats.update(embedder(batch[0]).numpy())
+        for step, batch in enumerate(tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, disable=None), 1):
+            features = embedder(batch[0]).numpy()
+            if not np.isfinite(features).all():  # the fit's "NaN loss": stop before it poisons the statistics
+                raise UserError(f"fit stopped: the embedding holds nan or inf values at batch {step}; check "
+                                "--backbone_weights and the input images")
+            stats.update(features)
     count = stats.count
     mean, factor = stats.finalize(eps=eps, unbiased=unbiased)
     return mean, factor, count
@@ -71,8 +78,6 @@ def train(config, cls, data_dir, output_dir, resume=None):
 def calibrate(detector, samples, config, held_out):
     """Image/pixel thresholds = quantiles of the held-out normal images' scores and map pixels."""
     if not samples:
-        from common.errors import UserError
-
         raise UserError("no held-out training image to calibrate the thresholds on")
 
     def run_batch(images):

@@ -2,7 +2,7 @@
 
 Sub-layer names follow the official PyTorch code (``resnet.py::BN_layer``, ``de_resnet.py::ResNet``), so a
 checkpoint ``{'bn': ..., 'decoder': ...}`` saved by it loads after renaming the BatchNorm statistics
-(see :mod:`rd4ad.convert`). Differences to the paper that the official code has, and that are kept on purpose:
+(see :mod:`rd4ad.checkpoint`). Differences to the paper that the official code has, and that are kept on purpose:
 
 - the MFF has no 1x1 fusion conv; ``conv4``/``bn4`` exist (so checkpoints load) but are never used;
 - the OCE bottleneck width is ``512 * width_per_group / 64`` = 1024 for Wide-ResNet-50-2 (``width_per_group=128``).

@@ -93,7 +93,11 @@ run eval "$python" "${eval_cmd[@]}" "${shared[@]}" "${eval_options[@]}"
 
 mapfile -t export_options < <(options export_params own)
 read -r -a export_cmd <<< "$(value export_params norm_export)"
-run export "$python" "${export_cmd[@]}" "${shared[@]}" "${export_options[@]}"
+export_shared=()  # export reads the trained model, not the data: every shared option but --data_dir
+for ((i = 0; i < ${#shared[@]}; i += 2)); do
+  [[ "${shared[i]}" == --data_dir ]] || export_shared+=("${shared[i]}" "${shared[i+1]}")
+done
+run export "$python" "${export_cmd[@]}" "${export_shared[@]}" "${export_options[@]}"
 
 # inference: fixed options, and every combination of the swept ones
 fixed=(); swept_keys=(); swept_values=()

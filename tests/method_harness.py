@@ -1,0 +1,55 @@
+"""One way to run every method folder in the tests: its commands in-process through ``common.commands`` (as the
+entry scripts do), or its scripts in a subprocess with a timeout (so a hang fails the test instead of blocking)."""
+import os
+import subprocess
+import sys
+
+from conftest import REPO_ROOT, method_dir
+
+from common.commands import run as run_command
+from common.errors import main_guard
+from common.export import run as run_export
+from common.infer import run as run_infer
+
+# package -> (folder, results name of the default method, tiny config)
+METHODS = {
+    "rd4ad": ("RD4AD-paddle", "RD4AD"),
+    "orthoad": ("OrthoAD-paddle", "OrthoAD"),
+}
+PACKAGE_MODULES = ("config", "data", "model", "loss", "detector", "trainer", "evaluate", "checkpoint")
+ENTRY_SCRIPTS = ("main.py", "train.py", "eval.py", "predict.py", "export_model.py", "infer.py")
+
+
+def folder(package):
+    return method_dir(METHODS[package][0])
+
+
+def tiny_config(package):
+    return os.path.join(folder(package), "configs", "tiny.yaml")
+
+
+def command(package, mode, *argv):
+    """``main.py --mode MODE ARGV`` in-process; user errors exit 2 with one ``error:`` line as in the scripts."""
+    return main_guard(run_command)(package, mode, [str(a) for a in argv])
+
+
+def export(package, *argv):
+    return main_guard(run_export)(package, [str(a) for a in argv])
+
+
+def infer(*argv):
+    return main_guard(run_infer)([str(a) for a in argv])
+
+
+def train_tiny(package, data_dir, output_dir, *extra):
+    return command(package, "train", "--cls", "bottle", "--data_dir", data_dir, "--output_dir", output_dir,
+                   "--config", tiny_config(package), "--threads", 2, *extra)
+
+
+def run_script(package, script, *args, cwd=None, timeout=300, env=None):
+    """``python SCRIPT ARGS`` in the method folder (or ``cwd``); returns the CompletedProcess."""
+    cwd = cwd or folder(package)
+    environment = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    environment.update(env or {})
+    return subprocess.run([sys.executable, script, *[str(a) for a in args]], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=environment, stdin=subprocess.DEVNULL)

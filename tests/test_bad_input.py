@@ -1,0 +1,257 @@
+"""Bad input, the same way for every landed method: each command runs as a user runs it (a subprocess, with a
+timeout so that a hang fails the test instead of blocking CI) and must end with one ``error:`` line and exit 2,
+or succeed where the README promises a graceful path. Nothing half-written may be left behind."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from method_harness import METHODS, folder, run_script, tiny_config, train_tiny
+
+from common.synthetic import make_class
+
+PACKAGES = sorted(METHODS)
+TIMEOUT = 120  # seconds; every case here finishes in a few
+
+
+def make_data(root, classes=("bottle",)):
+    for cls in classes:
+        make_class(str(root), cls, size=64, n_train=8, n_test_good=2, n_test_defect=1, seed=0)
+    return str(root)
+
+
+def truncate(path):
+    with open(path, "rb") as handle:
+        data = handle.read()
+    with open(path, "wb") as handle:
+        handle.write(data[: len(data) // 2])
+
+
+def tiny(package):
+    return ["--config", tiny_config(package), "--threads", "1"]
+
+
+def run(package, script, *args):
+    return run_script(package, script, *args, timeout=TIMEOUT)
+
+
+def assert_one_error_line(result, *fragments):
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("error: "), result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in lines[-1], lines[-1]
+    return lines[-1]
+
+
+def assert_nothing_half_written(root):
+    leftovers = [os.path.join(d, f) for d, _, files in os.walk(root) for f in files if f.startswith(".tmp-")]
+    assert not leftovers, leftovers
+
+
+@pytest.fixture(scope="module", params=PACKAGES)
+def trained(request, tmp_path_factory):
+    """A tiny model of bottle for each method, trained in-process once; cases copy its output folder."""
+    package = request.param
+    root = tmp_path_factory.mktemp(f"bad_{package}")
+    data = make_data(root / "data")
+    train_tiny(package, data, str(root / "out"))
+    return package, str(root / "out")
+
+
+def copy_model(trained, tmp_path):
+    package, out = trained
+    target = str(tmp_path / "out")
+    shutil.copytree(out, target)
+    return package, target
+
+
+# -- before any model work ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("package", PACKAGES)
+def test_missing_data_folder_and_misspelled_class(package, tmp_path):
+    result = run(package, "main.py", "--mode", "train", "--data_dir", tmp_path / "missing", *tiny(package))
+    assert_one_error_line(result, "not found", "missing")
+    data = make_data(tmp_path / "data")
+    result = run(package, "main.py", "--mode", "train", "--cls", "botle", "--data_dir", data, *tiny(package))
+    assert_one_error_line(result, "did you mean 'bottle'")
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_empty_train_folder(package, tmp_path):
+    data = make_data(tmp_path / "data")
+    for name in os.listdir(os.path.join(data, "bottle", "train", "good")):
+        os.remove(os.path.join(data, "bottle", "train", "good", name))
+    result = run(package, "train.py", "--cls", "bottle", "--data_dir", data, "--output_dir", tmp_path / "out",
+                 *tiny(package))
+    assert_one_error_line(result, "no training images")
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("package", PACKAGES)
+def test_truncated_training_image_fails_fast_naming_the_file(package, num_workers, tmp_path):
+    data = make_data(tmp_path / "data")
+    bad = os.path.join(data, "bottle", "train", "good", "003.png")
+    truncate(bad)
+    out = tmp_path / "out"
+    start = time.time()
+    result = run(package, "train.py", "--cls", "bottle", "--data_dir", data, "--output_dir", out,
+                 "--num_workers", num_workers, *tiny(package))
+    assert_one_error_line(result, bad)
+    assert time.time() - start < TIMEOUT
+    assert not os.path.exists(out / "bottle" / "thresholds.json")
+    assert_nothing_half_written(out)
+
+
+def test_truncated_test_image_and_wrong_size_mask_fail_eval_fast(trained, tmp_path):
+    package, out = copy_model(trained, tmp_path)
+    data = make_data(tmp_path / "data")
+    bad = os.path.join(data, "bottle", "test", "blob", "000.png")
+    truncate(bad)
+    result = run(package, "eval.py", "--cls", "bottle", "--data_dir", data, "--output_dir", out, "--num_workers", 2)
+    assert_one_error_line(result, bad)
+    data2 = make_data(tmp_path / "data2")
+    mask = os.path.join(data2, "bottle", "ground_truth", "scratch", "000_mask.png")
+    Image.open(mask).resize((48, 48)).save(mask)
+    result = run(package, "main.py", "--mode", "eval", "--cls", "bottle", "--data_dir", data2, "--output_dir", out)
+    assert_one_error_line(result, mask, "48x48")
+    assert not os.path.exists(os.path.join(out, "results"))  # no results from a failed evaluation
+
+
+def test_truncated_image_given_to_predict_and_infer(trained, tmp_path):
+    package, out = copy_model(trained, tmp_path)
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.full((64, 64, 3), 120, np.uint8)).save(images / "a.png")
+    Image.fromarray(np.full((64, 64, 3), 120, np.uint8)).save(images / "b.png")
+    truncate(images / "b.png")
+    result = run(package, "predict.py", "--cls", "bottle", "--output_dir", out, "--input", images)
+    assert_one_error_line(result, "b.png")
+    assert run(package, "export_model.py", "--cls", "bottle", "--output_dir", out).returncode == 0
+    result = run(package, "infer.py", "--model_dir", os.path.join(out, "bottle", "inference"), "--input", images)
+    assert_one_error_line(result, "b.png")
+
+
+# -- accepted inputs ---------------------------------------------------------------------------------------------
+def _convert_images(data, mode):
+    for d, _, files in os.walk(os.path.join(data, "bottle")):
+        if "ground_truth" in d:
+            continue
+        for name in files:
+            path = os.path.join(d, name)
+            image = Image.open(path).convert("RGB")
+            if mode == "I;16":
+                Image.fromarray(np.asarray(image.convert("L"), np.uint16) * 257).save(path)
+            elif mode == "P":
+                image.convert("P", palette=Image.ADAPTIVE).save(path)
+            else:
+                image.convert(mode).save(path)
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_grayscale_rgba_16_bit_and_palette_images_are_accepted(package, tmp_path):
+    data = make_data(tmp_path / "data")
+    _convert_images(data, "L")
+    # mixed modes in one class: the test images in the other three
+    for mode, defect in (("RGBA", "blob"), ("I;16", "patch"), ("P", "scratch")):
+        for name in os.listdir(os.path.join(data, "bottle", "test", defect)):
+            path = os.path.join(data, "bottle", "test", defect, name)
+            image = Image.open(path).convert("RGB")
+            if mode == "I;16":
+                Image.fromarray(np.asarray(image.convert("L"), np.uint16) * 257).save(path)
+            else:
+                (image.convert("P", palette=Image.ADAPTIVE) if mode == "P" else image.convert(mode)).save(path)
+    out = tmp_path / "out"
+    result = run(package, "main.py", "--mode", "train", "--cls", "bottle", "--data_dir", data, "--output_dir", out,
+                 "--eval", *tiny(package))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "image_auroc" in result.stdout
+
+
+def test_no_defective_test_images_evaluates_with_metrics_not_defined(trained, tmp_path):
+    package, out = copy_model(trained, tmp_path)
+    data = make_data(tmp_path / "data")
+    for defect in ("blob", "patch", "scratch"):
+        shutil.rmtree(os.path.join(data, "bottle", "test", defect))
+    shutil.rmtree(os.path.join(data, "bottle", "ground_truth"))
+    result = run(package, "eval.py", "--cls", "bottle", "--data_dir", data, "--output_dir", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "image_auroc n/a" in result.stdout
+
+
+# -- failures during and around training ---------------------------------------------------------------------------
+def _nan_weights(path):
+    import paddle
+    import paddle.vision.models as models
+
+    state = {k: paddle.full_like(v, float("nan")) if "float" in str(v.dtype) else v
+             for k, v in models.resnet18().state_dict().items()}
+    paddle.save(state, str(path))
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_nan_stops_training_with_one_line(package, tmp_path):
+    data = make_data(tmp_path / "data")
+    weights = tmp_path / "nan.pdparams"
+    _nan_weights(weights)
+    out = tmp_path / "out"
+    result = run(package, "train.py", "--cls", "bottle", "--data_dir", data, "--output_dir", out,
+                 "--backbone_weights", weights, *tiny(package))
+    assert_one_error_line(result, "nan")
+    assert not os.path.exists(out / "bottle" / "thresholds.json")
+    assert_nothing_half_written(out)
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_interrupted_training_resumes(package, tmp_path):
+    data = make_data(tmp_path / "data")
+    out = tmp_path / "out"
+    args = ["train.py", "--cls", "bottle", "--data_dir", data, "--output_dir", out, *tiny(package)]
+    if package == "rd4ad":
+        args += ["--epochs", 6, "--save_interval", 1]
+    process = subprocess.Popen([sys.executable, *map(str, args)], cwd=folder(package), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    if package == "rd4ad":  # interrupt after a resumable state was written (after epoch 1 of 6)
+        deadline = time.time() + TIMEOUT
+        while not (out / "bottle" / "train_state.pdparams").exists() and process.poll() is None \
+                and time.time() < deadline:
+            time.sleep(0.2)
+    else:  # a fit is one pass: interrupt it once it has started
+        process.stdout.readline()
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=TIMEOUT)
+    assert process.returncode in (0, 130, -signal.SIGINT), err[-3000:]  # done, or stopped by the interrupt
+    assert "Traceback" not in err
+    assert_nothing_half_written(out)
+    resume = ["--resume"] if package == "rd4ad" else []  # a fit has no intermediate state: it starts again
+    result = run(package, *args, *resume)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "bottle" / "thresholds.json").exists()
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_unwritable_output_folder(package, tmp_path):
+    data = make_data(tmp_path / "data")
+    blocker = tmp_path / "out"
+    blocker.write_text("a file where the output folder should be")
+    result = run(package, "train.py", "--cls", "bottle", "--data_dir", data, "--output_dir", blocker,
+                 *tiny(package))
+    assert_one_error_line(result, str(blocker))
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_a_failing_class_does_not_stop_the_loop(package, tmp_path):
+    data = make_data(tmp_path / "data", classes=("bottle", "carpet"))
+    truncate(os.path.join(data, "bottle", "train", "good", "001.png"))
+    out = tmp_path / "out"
+    result = run(package, "main.py", "--mode", "train", "--cls", "all", "--data_dir", data, "--output_dir", out,
+                 *tiny(package))
+    assert_one_error_line(result, "1 of 2 classes", "bottle")
+    assert (out / "carpet" / "thresholds.json").exists() and not (out / "bottle" / "thresholds.json").exists()
+    assert_nothing_half_written(out)

@@ -1,0 +1,182 @@
+"""The shared method contract, checked the same way for every method folder: layout, configuration layering,
+options offered per command, model-describing options, and train -> eval -> predict -> export -> infer end to end
+on synthetic data with the same file schemas and console lines."""
+import dataclasses
+import importlib
+import json
+import os
+
+import numpy as np
+import paddle
+import pytest
+
+from method_harness import (ENTRY_SCRIPTS, METHODS, PACKAGE_MODULES, command, export, folder, infer, tiny_config,
+                            train_tiny)
+
+from common import config as cfg
+
+PACKAGES = sorted(METHODS)
+THRESHOLD_KEYS = {"image_threshold", "pixel_threshold", "image_quantile", "pixel_quantile", "num_images", "held_out",
+                  "source", "calibration_images"}
+RESULT_KEYS = {"schema", "method", "class", "metrics", "protocols", "threshold", "config", "notes", "seconds",
+               "created", "python", "machine", "cpu_count", "git_commit", "paddle_version"}
+RECORD_KEYS = {"image", "score", "threshold", "is_anomalous", "pixel_threshold", "defect_fraction", "pictures"}
+
+
+def module(package, name):
+    folder(package)
+    return importlib.import_module(f"{package}.{name}")
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_every_method_folder_has_the_same_layout(package):
+    root = folder(package)
+    for name in ENTRY_SCRIPTS + ("benchmark.py", "README.md", "paper_results.yaml", "configs/default.yaml",
+                                 "configs/tiny.yaml", "test_tipc/test_train_inference_python.sh"):
+        assert os.path.isfile(os.path.join(root, name)), name
+    for name in PACKAGE_MODULES:
+        assert os.path.isfile(os.path.join(root, package, name + ".py")), name
+    for script in ENTRY_SCRIPTS:  # thin: the shared command line does the work
+        with open(os.path.join(root, script), encoding="utf-8") as handle:
+            code = [line for line in handle if line.strip() and not line.startswith(('"""', "#"))]
+        assert len(code) <= 6, script
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_default_yaml_restates_the_dataclass_defaults(package):
+    config = module(package, "config")
+    values = cfg.load_yaml(config.DEFAULT_CONFIG)
+    fields = {f.name: f.default for f in dataclasses.fields(config.Config)}
+    assert values == fields
+    assert cfg.build_config(config.Config, config.DEFAULT_CONFIG) == config.Config()
+
+
+def test_config_layering_and_type_errors(tmp_path, synthetic_root):
+    config = module("rd4ad", "config")
+    path = tmp_path / "c.yaml"
+    path.write_text("epochs: 7\nlr: 1\n")
+    built = cfg.build_config(config.Config, str(path), {"epochs": 9, "batch_size": None})
+    assert (built.epochs, built.lr, built.batch_size) == (9, 1.0, 16)  # command line > file > defaults
+    path.write_text("epoch: 7\n")
+    with pytest.raises(Exception, match="unknown option.*epoch"):
+        cfg.build_config(config.Config, str(path))
+    path.write_text("epochs: many\n")
+    with pytest.raises(Exception, match="epochs must be int"):
+        cfg.build_config(config.Config, str(path))
+
+
+@pytest.mark.parametrize("package,mode,flag", [
+    ("rd4ad", "eval", "--lr"), ("rd4ad", "predict", "--epochs"), ("rd4ad", "eval", "--resume"),
+    ("orthoad", "eval", "--eps"), ("orthoad", "predict", "--train_split"), ("orthoad", "eval", "--input"),
+])
+def test_options_a_command_does_not_use_are_not_offered(package, mode, flag, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        command(package, mode, flag, "1")
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# End to end, the same for every method
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module", params=PACKAGES)
+def trained(request, synthetic_root, tmp_path_factory):
+    """bottle trained with the method's tiny config (carpet left untrained)."""
+    package = request.param
+    output_dir = str(tmp_path_factory.mktemp(f"{package}_out"))
+    train_tiny(package, synthetic_root, output_dir)
+    return package, synthetic_root, output_dir
+
+
+def _read_json(path):
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _read_jsonl(path):
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def test_training_writes_a_model_and_thresholds_of_one_schema(trained):
+    package, _, output_dir = trained
+    class_dir = os.path.join(output_dir, "bottle")
+    assert module(package, "checkpoint").exists(class_dir)
+    thresholds = _read_json(os.path.join(class_dir, "thresholds.json"))
+    assert set(thresholds) == THRESHOLD_KEYS
+    assert isinstance(thresholds["held_out"], bool) and thresholds["num_images"] == len(
+        thresholds["calibration_images"]) > 0
+    assert thresholds["pixel_threshold"] <= thresholds["image_threshold"]
+    assert not [name for name in os.listdir(class_dir) if name.startswith(".tmp-")]  # atomic writes left nothing
+
+
+def test_eval_all_skips_untrained_classes_and_writes_one_results_schema(trained, capsys):
+    package, data_dir, output_dir = trained
+    results = command(package, "eval", "--cls", "all", "--data_dir", data_dir, "--output_dir", output_dir,
+                      "--threads", 2)
+    assert list(results) == ["bottle"]  # carpet has no model
+    name = METHODS[package][1]
+    record = _read_json(os.path.join(output_dir, "results", f"{name}_bottle.json"))
+    assert set(record) == RESULT_KEYS and record["method"] == name
+    assert list(record["metrics"])[:3] == ["image_auroc", "pixel_auroc", "au_pro"]
+    assert all(0 <= v <= 1 for v in record["metrics"].values()) and set(record["metrics"]) <= set(record["protocols"])
+    assert record["config"]["backbone"] == "resnet18" and "calibration_images" not in record["threshold"]
+    out = capsys.readouterr().out
+    assert f"{name} results" in out and out.strip().splitlines()[-1].startswith("bottle")
+
+
+def test_model_options_are_checked_against_the_model(trained, capsys):
+    package, data_dir, output_dir = trained
+    common = ["--cls", "bottle", "--data_dir", data_dir, "--output_dir", output_dir, "--threads", 2]
+    command(package, "eval", *common, "--backbone", "resnet18", "--arch", "resnet18")  # matches: accepted
+    with pytest.raises(SystemExit) as exit_info:
+        command(package, "eval", *common, "--image_size", 128)
+    assert exit_info.value.code == 2
+    assert "--image_size 128 contradicts the model" in capsys.readouterr().err.strip().splitlines()[-1]
+    with pytest.raises(SystemExit):
+        export(package, "--cls", "bottle", "--output_dir", output_dir, "--backbone", "wide_resnet50_2")
+
+
+def test_predict_export_infer_agree(trained, tmp_path, capsys):
+    package, data_dir, output_dir = trained
+    inputs = os.path.join(data_dir, "bottle", "test")
+    predicted = command(package, "predict", "--cls", "bottle", "--output_dir", output_dir, "--input", inputs,
+                        "--predict_dir", tmp_path / "predict", "--threads", 2)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith(os.path.join(inputs, "blob", "000.png") + ": score ") and "threshold" in lines[0]
+    inference_dir = tmp_path / "inference"
+    model_file = export(package, "--cls", "bottle", "--output_dir", output_dir, "--save_inference_dir",
+                        inference_dir, "--threads", 2)
+    assert model_file.endswith((".json", ".pdmodel"))
+    assert "max relative difference" in capsys.readouterr().out
+    inferred = infer("--model_dir", inference_dir, "--input", inputs, "--output_dir", tmp_path / "infer",
+                     "--batch_size", 3, "--threads", 2, "--benchmark")
+    assert len(predicted) == len(inferred) == 10  # 4 good + 3 defect types x 2
+    for ours, theirs in zip(predicted, inferred):
+        assert set(ours) == set(theirs) == RECORD_KEYS and ours["image"] == theirs["image"]
+        assert theirs["score"] == pytest.approx(ours["score"], rel=1e-4, abs=1e-5)
+        assert theirs["is_anomalous"] == ours["is_anomalous"] or abs(ours["score"] - ours["threshold"]) < 1e-4
+        assert all(os.path.isfile(p) for p in theirs["pictures"].values()) and len(theirs["pictures"]) == 3
+    assert _read_jsonl(tmp_path / "infer" / "predictions.jsonl") == inferred
+
+    # the exported map equals the dygraph map on real (preprocessed) images
+    from common.inference import Predictor
+    from common.mvtec import MVTecDataset, test_samples
+
+    detector, config, _ = module(package, "checkpoint").load(os.path.join(output_dir, "bottle"))
+    dataset = MVTecDataset(test_samples(data_dir, "bottle"), module(package, "data").preprocess(config))
+    images = np.stack([dataset[i][0] for i in range(4)])
+    with paddle.no_grad():
+        maps, scores = (t.numpy() for t in detector(paddle.to_tensor(images)))
+    static_maps, static_scores = Predictor(str(inference_dir), threads=2, use_mkldnn=True).run(images)
+    assert static_maps.shape == (4, 1, config.image_size, config.image_size)
+    np.testing.assert_allclose(static_maps, maps, rtol=1e-4, atol=1e-4 * np.abs(maps).max())
+    np.testing.assert_allclose(static_scores, scores, rtol=1e-4)
+
+
+def test_infer_mode_predicts_the_test_folder_and_scores_only_without_pictures(trained, tmp_path):
+    package, data_dir, output_dir = trained
+    records = command(package, "infer", "--cls", "bottle", "--data_dir", data_dir, "--output_dir", output_dir,
+                      "--predict_dir", tmp_path, "--save_pic", "False", "--threads", 2)
+    assert len(records) == 10 and all(r["pictures"] == {} for r in records)
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".png")]
