@@ -49,7 +49,8 @@ def add_runtime_args(parser):
 def add_shared_args(parser, cls="all", data_dir=True, output_aliases=("--save_dir",)):
     """The shared contract: class, data and output folders, device and threads."""
     parser.add_argument("--cls", "--category", "--class_name", "--normal_class", dest="cls", default=cls,
-                        help="MVTec class, a comma-separated list, or all | textures | objects")
+                        help="MVTec class, a comma-separated list, or all | textures | objects"
+                             + ("" if cls else " (default: the class folder of --ckpt, else bottle)"))
     if data_dir:
         parser.add_argument("--data_dir", "--data_path", "--dataset_root", dest="data_dir", default=DEFAULT_DATA_DIR,
                             help="folder holding one sub-folder per class in MVTec AD layout")

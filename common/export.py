@@ -64,7 +64,7 @@ def build_parser(package):
     parser = argparse.ArgumentParser(description=f"Export a trained {config_module.Config.__doc__.splitlines()[0]}"
                                                  " to a Paddle Inference graph",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_shared_args(parser, cls="bottle", data_dir=False, output_aliases=())
+    add_shared_args(parser, cls=None, data_dir=False, output_aliases=())
     cfg.add_config_args(parser, config_module.Config, cfg.EXPORT)
     parser.add_argument("--ckpt", "--checkpoint", "--model_path", dest="ckpt", default=None,
                         help="the trained model: a checkpoint file or its class folder (default OUTPUT_DIR/CLS)")
@@ -79,6 +79,8 @@ def run(package, argv=None):
     """Parse and export; returns the model file written."""
     args = build_parser(package).parse_args(argv)
     configure(args.device, args.threads, 0)
+    if args.cls is None:  # the class of --ckpt's folder (OUTPUT_DIR/CLASS/...), else the default class
+        args.cls = os.path.basename(os.path.dirname(os.path.abspath(args.ckpt))) if args.ckpt else "bottle"
     cls = single_class(args.cls, "export_model.py")
     detector, config, thresholds, where = load_trained(package, args, cls)
     model_dir = where if os.path.isdir(where) else os.path.dirname(os.path.abspath(where))

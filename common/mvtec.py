@@ -152,16 +152,22 @@ def has_masks(samples):
     return bool(defective) and all(s.mask_path for s in defective)
 
 
-def open_image(path):
-    """Open an image as RGB; unreadable files raise ``UserError`` naming the file."""
+def _read(path, what="image", pixels=True):
+    """The PIL image at ``path`` (decoded when ``pixels``, else only its header); errors name the file."""
     try:
         with Image.open(path) as image:
-            image.load()
+            if pixels:
+                image.load()
+            return image
     except FileNotFoundError:
-        raise UserError(f"image not found: {path}") from None
+        raise UserError(f"{what} not found: {path}") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise UserError(f"cannot read image {path}: {exc}") from None
-    return to_rgb(image)
+        raise UserError(f"cannot read {what} {path}: {exc}") from None
+
+
+def open_image(path):
+    """Open an image as RGB; unreadable files raise ``UserError`` naming the file."""
+    return to_rgb(_read(path))
 
 
 def to_rgb(image):
@@ -177,13 +183,7 @@ def to_rgb(image):
 
 def open_mask(path, image_size=None):
     """Open a mask as 8-bit grayscale; ``image_size`` (w, h) must match the mask's size."""
-    try:
-        with Image.open(path) as mask:
-            mask.load()
-    except FileNotFoundError:
-        raise UserError(f"mask not found: {path}") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise UserError(f"cannot read mask {path}: {exc}") from None
+    mask = _read(path, "mask")
     _check_mask_size(path, mask.size, image_size)
     return mask if mask.mode == "L" else to_rgb(mask).convert("L")
 
@@ -196,13 +196,7 @@ def _check_mask_size(mask_path, mask_size, image_size):
 
 def image_size(path, what="image"):
     """(width, height) from the file header, without decoding the pixels; unreadable files are a ``UserError``."""
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except FileNotFoundError:
-        raise UserError(f"{what} not found: {path}") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise UserError(f"cannot read {what} {path}: {exc}") from None
+    return _read(path, what, pixels=False).size
 
 
 def verify_samples(samples):

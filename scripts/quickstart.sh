@@ -23,29 +23,26 @@ rm -rf "$data"
     --n_test_defect 3
 "$PYTHON" -m common.check_dataset "$data"
 
-common=(--data_dir "$data")
+# run_method FOLDER OUT TRAIN_OPTIONS...: train -> eval -> predict -> export -> Paddle Inference, in FOLDER
+run_method() {
+  local folder=$1 out=$2; shift 2
+  (cd "$repo/$folder"
+   "$PYTHON" main.py --mode train --cls bottle,carpet --data_dir "$data" --output_dir "$out" --seed 0 \
+       --backbone_weights "$WEIGHTS" "$@"
+   "$PYTHON" main.py --mode eval --cls bottle,carpet --data_dir "$data" --output_dir "$out"
+   "$PYTHON" main.py --mode predict --cls bottle --input "$data/bottle/test/scratch" --output_dir "$out"
+   "$PYTHON" export_model.py --cls bottle --output_dir "$out"
+   "$PYTHON" infer.py --model_dir "$out/bottle/inference" --input "$data/bottle/test/scratch" \
+       --output_dir "$out/bottle/infer" --benchmark True)
+}
 
 step "RD4AD (resnet18 teacher, 64 px, 3 epochs; the paper's setting is WRN50, 256 px, 200 epochs)"
 rd="$OUT/rd4ad"
-(cd "$repo/RD4AD-paddle"
- "$PYTHON" main.py --mode train --cls bottle,carpet "${common[@]}" --seed 0 --output_dir "$rd" --backbone resnet18 \
-     --backbone_weights "$WEIGHTS" --image_size 64 --epochs 3 --batch_size 8
- "$PYTHON" main.py --mode eval --cls bottle,carpet "${common[@]}" --output_dir "$rd"
- "$PYTHON" main.py --mode predict --cls bottle --input "$data/bottle/test/scratch" --output_dir "$rd"
- "$PYTHON" export_model.py --cls bottle --output_dir "$rd"
- "$PYTHON" infer.py --model_dir "$rd/bottle/inference" --input "$data/bottle/test/scratch" \
-     --output_dir "$rd/bottle/infer" --benchmark True)
+run_method RD4AD-paddle "$rd" --backbone resnet18 --image_size 64 --epochs 3 --batch_size 8
 
 step "OrthoAD (resnet18, k=32, 64 px; the paper's setting is WRN50, k=300, 256 px)"
 od="$OUT/orthoad"
-(cd "$repo/OrthoAD-paddle"
- "$PYTHON" main.py --mode train --cls bottle,carpet "${common[@]}" --seed 0 --output_dir "$od" --backbone resnet18 --k 32 \
-     --backbone_weights "$WEIGHTS" --image_size 64 --pipeline simple
- "$PYTHON" main.py --mode eval --cls bottle,carpet "${common[@]}" --output_dir "$od"
- "$PYTHON" main.py --mode predict --cls bottle --input "$data/bottle/test/scratch" --output_dir "$od"
- "$PYTHON" export_model.py --cls bottle --output_dir "$od"
- "$PYTHON" infer.py --model_dir "$od/bottle/inference" --input "$data/bottle/test/scratch" \
-     --output_dir "$od/bottle/infer" --benchmark True)
+run_method OrthoAD-paddle "$od" --backbone resnet18 --k 32 --image_size 64 --pipeline simple
 
 step "results (percent; backbone weights: $WEIGHTS)"
 "$PYTHON" "$repo/scripts/make_table.py" "$rd/results"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train then evaluate one method on each class, keep going when a class fails, then print the results table.
 #
-#   scripts/run_all.sh METHOD [CLASS|all|textures|objects ...] [-- EXTRA MAIN.PY ARGS]
+#   scripts/run_all.sh METHOD [CLASS|all|textures|objects ...] [-- EXTRA TRAINING OPTIONS]
 #
 #   METHOD: rd4ad | kdad | orthoad | efficientad, or the path of a method folder
 #   DATA_DIR   (env) MVTec AD root, default: data/mvtec_anomaly_detection in the repository
@@ -58,8 +58,10 @@ for cls in "${expanded[@]}"; do
   for mode in train eval; do
     log="$logs/${cls}_${mode}.log"
     echo "[$cls] $mode ... (log: $log)"
+    options=()  # EXTRA ARGS are training options (eval takes its settings from the trained model)
+    [ "$mode" = train ] && options=("${extra[@]}")
     if ! (cd "$folder" && "$PYTHON" main.py --mode "$mode" --cls "$cls" --data_dir "$DATA_DIR" \
-          --output_dir "$OUTPUT_DIR" "${extra[@]}") >"$log" 2>&1; then
+          --output_dir "$OUTPUT_DIR" "${options[@]}") >"$log" 2>&1; then
       echo "[$cls] $mode FAILED: $(tail -n 1 "$log")" >&2
       failed+=("$cls:$mode")
       break
