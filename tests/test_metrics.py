@@ -11,7 +11,6 @@ from common import metrics
 from common.errors import UserError
 from metric_references import mvtec_au_pro, naive_au_pro, rd4ad_pro_loop
 
-BOTTLE = Path("/work/shared/data/mvtec_ad_256/bottle")
 
 
 def random_case(rng, max_images=5, max_side=20):
@@ -182,12 +181,12 @@ def test_rd4ad_pro_degenerate_images():
 # ------------------------------------------------------------------------------------------------------------------
 # Real bottle masks (skipped without the data)
 # ------------------------------------------------------------------------------------------------------------------
-@pytest.mark.skipif(not (BOTTLE / "ground_truth").is_dir(), reason="MVTec AD bottle data not present")
-def test_bottle_masks_with_realistic_maps():
+def test_bottle_masks_with_realistic_maps(bottle_root):
+    bottle = Path(bottle_root) / "bottle"
     masks = []
-    for defect_dir in sorted((BOTTLE / "test").iterdir()):
+    for defect_dir in sorted((bottle / "test").iterdir()):
         for image_path in sorted(defect_dir.glob("*.png")):
-            mask_path = BOTTLE / "ground_truth" / defect_dir.name / f"{image_path.stem}_mask.png"
+            mask_path = bottle / "ground_truth" / defect_dir.name / f"{image_path.stem}_mask.png"
             masks.append(np.asarray(Image.open(mask_path)) if mask_path.exists() else np.zeros((256, 256), np.uint8))
     masks = np.stack(masks)
     rng = np.random.default_rng(0)
