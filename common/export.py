@@ -23,40 +23,61 @@ INPUT_NAME = "x"
 EXPORT_TOLERANCE = 1e-4
 
 
-def export_detector(detector, preprocess, info, inference_dir, check=True, tolerance=EXPORT_TOLERANCE):
+def export_detector(detector, preprocess, info, inference_dir, check=True, tolerance=EXPORT_TOLERANCE,
+                    formats=("paddle",)):
     """Save ``detector`` and ``info`` (method, class, thresholds, config) to ``inference_dir``.
 
-    Returns ``(model_file, relative difference or None)``. ``detector.use_mkldnn`` (default True) is recorded, so a
-    graph whose ops cannot run under oneDNN is run without it by ``infer.py``.
+    Returns ``(model_file, {"paddle": relative difference to dygraph, "onnx": to Paddle} or None)``.
+    ``detector.use_mkldnn`` (default True) is recorded, so a graph whose ops cannot run under oneDNN is run without
+    it by ``infer.py``. ``"onnx"`` in ``formats`` adds ``inference.onnx`` (paddle2onnx), checked with ONNX Runtime
+    against the Paddle graph. The sha256 of every file is recorded for ``infer.py`` to verify.
     """
     import paddle
+
+    from .backends import ONNX_FILE, OnnxRuntimeRunner, export_onnx, file_digests
+    from .inference import find_model_files
 
     size = preprocess.output_size
     spec = [paddle.static.InputSpec([None, 3, size, size], "float32", name=INPUT_NAME)]
     model_file = export_static(detector, spec, os.path.join(inference_dir, "inference"))
+    if "onnx" in formats:
+        export_onnx(*find_model_files(inference_dir), inference_dir)
+    elif os.path.exists(os.path.join(inference_dir, ONNX_FILE)):
+        os.remove(os.path.join(inference_dir, ONNX_FILE))  # a stale copy of an earlier export
     use_mkldnn = bool(getattr(detector, "use_mkldnn", True))
+    files = [os.path.basename(p) for p in find_model_files(inference_dir)] + [ONNX_FILE]
     save_infer_config(inference_dir, dict(info, preprocess=preprocess.to_dict(), use_mkldnn=use_mkldnn,
                                           inputs=[f"{INPUT_NAME}: preprocessed images (N,3,{size},{size})"],
-                                          outputs=["anomaly_map (N,1,S,S)", "score (N,)"]))
-    difference = check_export(detector, inference_dir, size, preprocess.normalize, use_mkldnn) if check else None
-    if difference is not None and difference > tolerance:
-        raise UserError(f"the exported graph in {inference_dir} differs from the dygraph model by {difference:.2e} "
-                        f"(relative, > {tolerance:g})")
-    return model_file, difference
+                                          outputs=["anomaly_map (N,1,S,S)", "score (N,)"],
+                                          files=file_digests(inference_dir, files)))
+    if not check:
+        return model_file, None
+    x = random_input(size, preprocess.normalize)
+    detector.eval()
+    expected = [t.numpy() for t in detector(paddle.to_tensor(x))]
+    paddle_outputs = Predictor(inference_dir, device="cpu", use_mkldnn=use_mkldnn).run(x)
+    differences = {"paddle": relative_difference(paddle_outputs, expected)}
+    if "onnx" in formats:
+        differences["onnx"] = relative_difference(OnnxRuntimeRunner(inference_dir).run(x), paddle_outputs)
+    for name, difference in differences.items():
+        if difference > tolerance:
+            against = "the dygraph model" if name == "paddle" else "the Paddle graph"
+            raise UserError(f"the exported {name} graph in {inference_dir} differs from {against} by "
+                            f"{difference:.2e} (relative, > {tolerance:g})")
+    return model_file, differences
 
 
-def check_export(detector, inference_dir, size, normalized=True, use_mkldnn=True, batch=2, seed=0):
-    """Max relative |Paddle Inference - dygraph| over the map and the score on a random batch."""
-    import paddle
-
+def random_input(size, normalized=True, batch=2, seed=0):
+    """A random batch in the range the detector sees: normalised images, or [0, 1] ones."""
     rng = np.random.default_rng(seed)
     shape = (batch, 3, size, size)
-    x = (rng.standard_normal(shape) if normalized else rng.random(shape)).astype(np.float32)
-    detector.eval()
-    maps, scores = (t.numpy() for t in detector(paddle.to_tensor(x)))
-    static_maps, static_scores = Predictor(inference_dir, device="cpu", use_mkldnn=use_mkldnn).run(x)
-    return float(max(np.abs(static_maps - maps).max() / max(np.abs(maps).max(), 1e-12),
-                     np.abs(static_scores - scores).max() / max(np.abs(scores).max(), 1e-12)))
+    return (rng.standard_normal(shape) if normalized else rng.random(shape)).astype(np.float32)
+
+
+def relative_difference(outputs, reference):
+    """Max relative |outputs - reference| over the map and the score (each relative to its own scale)."""
+    return float(max(np.abs(np.asarray(o) - r).max() / max(np.abs(r).max(), 1e-12)
+                     for o, r in zip(outputs, reference)))
 
 
 def build_parser(package):
@@ -70,6 +91,9 @@ def build_parser(package):
                         help="the trained model: a checkpoint file or its class folder (default OUTPUT_DIR/CLS)")
     parser.add_argument("--save_inference_dir", "--inference_dir", "--save_dir", dest="inference_dir", default=None,
                         help="where to write the graph (default: the model's class folder/inference)")
+    parser.add_argument("--format", choices=("paddle", "onnx", "both"), default="paddle",
+                        help="paddle: the Paddle Inference graph; onnx (= both): also inference.onnx for ONNX Runtime "
+                             "and OpenVINO (needs paddle2onnx)")
     parser.add_argument("--no_check", "--skip_check", dest="no_check", action="store_true",
                         help="skip the exported vs dygraph comparison")
     return parser
@@ -90,10 +114,13 @@ def run(package, argv=None):
     info = {"method": config.method_name, "class": cls, "thresholds": summary(thresholds),
             "config": cfg.to_dict(config)}
     preprocess = method_module(package, "data").preprocess(config)
-    model_file, difference = export_detector(detector, preprocess, info, inference_dir, check=not args.no_check)
-    print(f"exported {model_file}")
-    if difference is not None:
-        print(f"check: exported vs dygraph on random input, max relative difference {difference:.2e}")
+    formats = ("paddle",) if args.format == "paddle" else ("paddle", "onnx")
+    model_file, differences = export_detector(detector, preprocess, info, inference_dir, check=not args.no_check,
+                                              formats=formats)
+    print(f"exported {model_file}" + (" and inference.onnx" if "onnx" in formats else ""))
+    if differences:
+        print(f"check: exported vs dygraph on random input, max relative difference {differences['paddle']:.2e}"
+              + (f"; ONNX Runtime vs Paddle {differences['onnx']:.2e}" if "onnx" in differences else ""))
     return model_file
 
 

@@ -14,9 +14,10 @@ import os
 
 from .cli import DEFAULT_OUTPUT_DIR, add_runtime_args, str2bool
 from .errors import UserError, main_guard
-from .inference import BenchmarkTimer, Predictor, load_infer_config
+from .backends import BACKENDS, backend_files, make_runner, verify_files
+from .inference import BenchmarkTimer, load_infer_config
 from .predict import predict_images
-from .runtime import set_threads
+from .runtime import resolve_device, set_threads
 from .thresholds import resolve_thresholds
 from .transforms import Preprocess
 
@@ -42,6 +43,8 @@ def build_parser():
                         help="image threshold (default: the calibrated one stored at export)")
     parser.add_argument("--pixel_threshold", type=float, default=None,
                         help="pixel threshold of the mask (default: calibrated, else --threshold)")
+    parser.add_argument("--backend", choices=BACKENDS, default="paddle",
+                        help="paddle (Paddle Inference), onnxruntime or openvino (both need export --format onnx)")
     parser.add_argument("--use_mkldnn", "--enable_mkldnn", dest="use_mkldnn", type=str2bool, default=None,
                         help="oneDNN on CPU (default: on, unless the export says its graph cannot run with it)")
     parser.add_argument("--save_pic", type=str2bool, nargs="?", const=True, default=True, metavar="BOOL",
@@ -65,6 +68,11 @@ def model_folder(args):
     return folder
 
 
+def map_and_score(outputs):
+    """The (N,1,S,S) map and the (N,) score among a runner's outputs (their order is the backend's)."""
+    return next(o for o in outputs if o.ndim == 4), next(o for o in outputs if o.ndim == 1)
+
+
 def run(argv=None):
     args = build_parser().parse_args(argv)
     set_threads(args.threads)
@@ -82,14 +90,16 @@ def run(argv=None):
     image_threshold, pixel_threshold = resolve_thresholds(info.get("thresholds"), args.threshold,
                                                           args.pixel_threshold, where=f" in {folder}")
     use_mkldnn = info.get("use_mkldnn", True) if args.use_mkldnn is None else args.use_mkldnn
-    predictor = Predictor(folder, device=args.device, threads=args.threads, use_mkldnn=use_mkldnn)
+    verify_files(folder, info.get("files"), backend_files(folder, args.backend))
+    predictor = make_runner(folder, args.backend, resolve_device(args.device), args.threads, use_mkldnn)
     preprocess = Preprocess(**info["preprocess"])
     size = preprocess.output_size
     timer = BenchmarkTimer(info.get("method", "model"), args.batch_size, [3, size, size], predictor) \
         if args.benchmark else None
     out_dir = args.output_dir or os.path.join(os.path.dirname(os.path.abspath(folder)), "infer")
-    records = predict_images(source, lambda x: predictor.run(x)[:2], preprocess, image_threshold, pixel_threshold,
-                             out_dir, batch_size=args.batch_size, timer=timer, save_pictures=args.save_pic)
+    records = predict_images(source, lambda x: map_and_score(predictor.run(x)), preprocess, image_threshold,
+                             pixel_threshold, out_dir, batch_size=args.batch_size, timer=timer,
+                             save_pictures=args.save_pic)
     if timer:
         timer.report()
     return records

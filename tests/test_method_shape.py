@@ -3,6 +3,7 @@ options offered per command, model-describing options, and train -> eval -> pred
 on synthetic data with the same file schemas and console lines."""
 import dataclasses
 import importlib
+import importlib.util
 import json
 import os
 
@@ -180,3 +181,29 @@ def test_infer_mode_predicts_the_test_folder_and_scores_only_without_pictures(tr
                       "--predict_dir", tmp_path, "--save_pic", "False", "--threads", 2)
     assert len(records) == 10 and all(r["pictures"] == {} for r in records)
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".png")]
+
+
+def test_onnx_export_runs_under_onnxruntime_and_openvino_and_tampering_is_refused(trained, tmp_path, capsys):
+    pytest.importorskip("paddle2onnx")
+    pytest.importorskip("onnxruntime")
+    package, data_dir, output_dir = trained
+    inference_dir = tmp_path / "inference"
+    export(package, "--cls", "bottle", "--output_dir", output_dir, "--save_inference_dir", inference_dir,
+           "--format", "onnx", "--threads", 2)
+    assert "ONNX Runtime vs Paddle" in capsys.readouterr().out  # the export checked it (error above 1e-4)
+    inputs = os.path.join(data_dir, "bottle", "test")
+    scores = {}
+    for backend in ("paddle", "onnxruntime", "openvino"):
+        if backend == "openvino" and importlib.util.find_spec("openvino") is None:
+            continue
+        records = infer("--model_dir", inference_dir, "--input", inputs, "--output_dir", tmp_path / backend,
+                        "--backend", backend, "--batch_size", 2, "--threads", 2, "--save_pic", "False")
+        scores[backend] = np.array([r["score"] for r in records])
+    for backend, values in scores.items():
+        np.testing.assert_allclose(values, scores["paddle"], rtol=1e-4, err_msg=backend)
+    with open(inference_dir / "inference.onnx", "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(SystemExit) as exit_info:
+        infer("--model_dir", inference_dir, "--input", inputs, "--backend", "onnxruntime")
+    assert exit_info.value.code == 2
+    assert "changed since it was exported" in capsys.readouterr().err.strip().splitlines()[-1]
