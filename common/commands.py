@@ -202,7 +202,8 @@ def predict(package, args):
 
     out_dir = args.predict_dir or os.path.join(class_dir(args.output_dir, cls), "predictions")
     return predict_images(source, run_batch, method_module(package, "data").preprocess(config), image_threshold,
-                          pixel_threshold, out_dir, batch_size=config.eval_batch_size, save_pictures=args.save_pic)
+                          pixel_threshold, out_dir, batch_size=config.eval_batch_size, save_pictures=args.save_pic,
+                          original_resolution=getattr(detector, "original_resolution", False))
 
 
 COMMANDS = {"train": train, "eval": evaluate, "predict": predict, "infer": predict}

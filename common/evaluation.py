@@ -44,17 +44,24 @@ def standard_metrics(dataset, scores, maps, protocols=("image_auroc", "pixel_aur
     return result, notes, masks
 
 
-def save_test_pictures(dataset, maps, scores, thresholds, out_dir):
-    """Heatmap, predicted mask and contours (ground truth in green) for every test image (``--save_pic``)."""
+def save_test_pictures(dataset, maps, scores, thresholds, out_dir, masks=None):
+    """Heatmap, predicted mask and contours (ground truth in green) for every test image (``--save_pic``).
+
+    ``maps`` at the network's size are drawn over the preprocessed image, maps of another size over the original
+    image (methods evaluated at the original resolution); ``masks`` default to the dataset's at the network size.
+    """
     from .mvtec import open_image
 
     image_threshold = (thresholds or {}).get("image_threshold", float(np.median(scores)))
     pixel_threshold = (thresholds or {}).get("pixel_threshold") or image_threshold
-    gt = dataset.masks() if dataset.has_masks else None
+    if masks is None and dataset.has_masks:
+        masks = dataset.masks()
+    size = dataset.preprocess.output_size
     for i, sample in enumerate(dataset.samples):
-        image = dataset.preprocess.resize_image(open_image(sample.path))
+        picture = open_image(sample.path)
+        image = dataset.preprocess.resize_image(picture) if maps[i].shape == (size, size) else np.asarray(picture)
         save_prediction(out_dir, sample.name, image, maps[i], float(scores[i]), image_threshold, pixel_threshold,
-                        gt_mask=None if gt is None else gt[i], source=sample.path)
+                        gt_mask=None if masks is None else masks[i], source=sample.path)
     print(f"pictures of {len(dataset)} test images in {out_dir}")
 
 

@@ -45,8 +45,10 @@ def export_detector(detector, preprocess, info, inference_dir, check=True, toler
     elif os.path.exists(os.path.join(inference_dir, ONNX_FILE)):
         os.remove(os.path.join(inference_dir, ONNX_FILE))  # a stale copy of an earlier export
     use_mkldnn = bool(getattr(detector, "use_mkldnn", True))
+    original_resolution = bool(getattr(detector, "original_resolution", False))
     files = [os.path.basename(p) for p in find_model_files(inference_dir)] + [ONNX_FILE]
     save_infer_config(inference_dir, dict(info, preprocess=preprocess.to_dict(), use_mkldnn=use_mkldnn,
+                                          original_resolution=original_resolution,
                                           inputs=[f"{INPUT_NAME}: preprocessed images (N,3,{size},{size})"],
                                           outputs=["anomaly_map (N,1,S,S)", "score (N,)"],
                                           files=file_digests(inference_dir, files)))

@@ -99,7 +99,7 @@ def run(argv=None):
     out_dir = args.output_dir or os.path.join(os.path.dirname(os.path.abspath(folder)), "infer")
     records = predict_images(source, lambda x: map_and_score(predictor.run(x)), preprocess, image_threshold,
                              pixel_threshold, out_dir, batch_size=args.batch_size, timer=timer,
-                             save_pictures=args.save_pic)
+                             save_pictures=args.save_pic, original_resolution=info.get("original_resolution", False))
     if timer:
         timer.report()
     return records

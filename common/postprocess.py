@@ -134,7 +134,22 @@ class MatrixResize(paddle.nn.Layer):
     def forward(self, maps):
         channels = maps.shape[1]
         (h, w), (out_h, out_w) = self.in_size, self.out_size
+        if h == 1 and w == 1:
+            # A 1x1 map resizes to a constant one. Paddle Inference 3.3 with oneDNN returns garbage (NaN, 1e30,
+            # changing from run to run) for a matmul whose inner dimension is 1, so broadcast instead.
+            return maps.expand([maps.shape[0], channels, out_h, out_w])
         wide = paddle.matmul(maps.reshape([-1, w]), self.cols)                         # (N*C*h, out_w)
         wide = wide.reshape([-1, h, out_w]).transpose([0, 2, 1]).reshape([-1, h])      # (N*C*out_w, h)
         tall = paddle.matmul(wide, self.rows, transpose_y=True)                        # (N*C*out_w, out_h)
         return tall.reshape([-1, channels, out_w, out_h]).transpose([0, 1, 3, 2])
+
+
+def resize_to_image(amap, size):
+    """A 2-D map bilinearly resized to an image's ``(width, height)`` (``align_corners=False``, as PyTorch's
+    ``F.interpolate``; OpenCV's linear resize uses the same half-pixel centres when enlarging)."""
+    import cv2
+
+    amap = np.asarray(amap, dtype=np.float32)
+    if (amap.shape[1], amap.shape[0]) == tuple(size):
+        return amap
+    return cv2.resize(amap, tuple(int(v) for v in size), interpolation=cv2.INTER_LINEAR)

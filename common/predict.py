@@ -11,6 +11,7 @@ import numpy as np
 from .errors import UserError
 from .inference import batches
 from .mvtec import image_paths, open_image
+from .postprocess import resize_to_image
 from .results import atomic_write_text
 from .visualize import prediction_record, save_prediction
 
@@ -39,11 +40,11 @@ def _preprocessed(preprocess, picture, path):
 
 
 def predict_images(input_path, run_batch, preprocess, image_threshold, pixel_threshold, out_dir, batch_size=1,
-                   timer=None, save_pictures=True, resize_map=None, quiet=False):
+                   timer=None, save_pictures=True, original_resolution=False, quiet=False):
     """Score every image of ``input_path`` with ``run_batch(x) -> (maps (N,1,S,S), scores (N,))``.
 
-    ``x`` is a float32 batch made by ``preprocess``. ``resize_map(map, (width, height))``, when given, brings each
-    map to its image's own size before the pictures (methods evaluated at the original resolution). Writes
+    ``x`` is a float32 batch made by ``preprocess``. With ``original_resolution`` each map is resized bilinearly to
+    its image's own size before the pictures (methods that evaluate at the original resolution). Writes
     ``OUT_DIR/predictions.jsonl`` (replaced atomically at the end) and returns the records. ``timer`` (a
     :class:`common.inference.BenchmarkTimer`) gets the preprocess / inference / postprocess stamps.
     """
@@ -65,8 +66,8 @@ def predict_images(input_path, run_batch, preprocess, image_threshold, pixel_thr
             timer.stamp()
         for (path, name), picture, amap, score in zip(batch, pictures, maps, scores):
             amap = np.asarray(amap)[0]
-            if resize_map is not None:
-                amap, image = resize_map(amap, picture.size), np.asarray(picture)
+            if original_resolution:
+                amap, image = resize_to_image(amap, picture.size), np.asarray(picture)
             else:
                 image = preprocess.resize_image(picture)
             if save_pictures:

@@ -263,3 +263,34 @@ def test_run_all_script_keeps_going(tmp_path):
     assert "cable is broken" in open(tmp_path / "logs" / "cable_train.log").read()
     bad = subprocess.run(["bash", "scripts/run_all.sh", "nomethod"], cwd=REPO_ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown method" in bad.stderr
+
+
+def test_matrix_resize_of_a_1x1_map_runs_under_onednn(tmp_path):
+    """Paddle Inference 3.3 with oneDNN corrupts a matmul with inner dimension 1; MatrixResize broadcasts instead."""
+
+    class Upsample(paddle.nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.resize = MatrixResize(1, 3, "bilinear", align_corners=False)
+            self.scale = self.create_parameter([1], default_initializer=paddle.nn.initializer.Constant(2.0))
+
+        def forward(self, x):
+            return self.resize(x * self.scale)
+
+    spec = [paddle.static.InputSpec([None, 4, 1, 1], "float32", "x")]
+    export_static(Upsample(), spec, str(tmp_path / "inference"))
+    x = np.random.default_rng(0).standard_normal((2, 4, 1, 1)).astype(np.float32)
+    predictor = Predictor(str(tmp_path), threads=2, use_mkldnn=True)
+    for _ in range(4):  # the corruption changed from run to run
+        np.testing.assert_allclose(predictor.run(x)[0], np.broadcast_to(2 * x, (2, 4, 3, 3)), rtol=1e-6)
+
+
+def test_resize_to_image_equals_torch_interpolate():
+    torch = pytest.importorskip("torch")
+    from common.postprocess import resize_to_image
+
+    amap = np.random.default_rng(2).random((64, 64)).astype(np.float32)
+    ours = resize_to_image(amap, (300, 420))  # (width, height)
+    reference = torch.nn.functional.interpolate(torch.from_numpy(amap)[None, None], size=(420, 300),
+                                                mode="bilinear", align_corners=False)[0, 0].numpy()
+    np.testing.assert_allclose(ours, reference, atol=1e-5)
