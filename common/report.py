@@ -61,14 +61,21 @@ def _fmt(value, digits):
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def markdown_table(records, paper=None, digits=1):
-    """One Markdown table for the records of one method: classes x metrics (ours, paper, Δ), mean row."""
+NOT_RUN = "not run"
+
+
+def markdown_table(records, paper=None, digits=1, all_classes=False):
+    """One Markdown table for the records of one method: classes x metrics (ours, paper, Δ), mean row.
+
+    With ``all_classes`` every MVTec AD class gets a row; a class without a results file shows "not run" (never a
+    number from elsewhere) and the mean row of ours is left empty until every class was run.
+    """
     if not records:
         raise UserError("no results to tabulate")
     metric_names = list(dict.fromkeys(name for r in records for name in r["metrics"]))
     paper_metrics = (paper or {}).get("metrics", {})
     by_class = {r["class"]: r for r in records}
-    classes = _class_order(list(by_class))
+    classes = _class_order(list(dict.fromkeys(list(by_class) + (list(ALL_CLASSES) if all_classes else []))))
     header, rule = ["class"], ["---"]
     for name in metric_names:
         header.append(name)
@@ -81,7 +88,7 @@ def markdown_table(records, paper=None, digits=1):
         row = []
         for name in metric_names:
             ours = ours_by_metric.get(name)
-            row.append(_fmt(ours, digits))
+            row.append(NOT_RUN if ours_by_metric is None else _fmt(ours, digits))
             if name in paper_metrics:
                 ref = paper_by_metric.get(name)
                 row.append(_fmt(ref, digits))
@@ -90,6 +97,12 @@ def markdown_table(records, paper=None, digits=1):
 
     ours_cols = {name: [] for name in metric_names}
     for cls in classes:
+        if cls not in by_class:
+            ref = {n: m["values"].get(cls) for n, m in paper_metrics.items()}
+            lines.append("| " + " | ".join([cls] + _not_run_cells(metric_names, paper_metrics, ref, digits)) + " |")
+            for name in metric_names:
+                ours_cols[name].append(None)
+            continue
         ours = {n: (None if v is None else 100.0 * v) for n, v in by_class[cls]["metrics"].items()}
         for name in metric_names:
             ours_cols[name].append(ours.get(name))
@@ -109,6 +122,15 @@ def markdown_table(records, paper=None, digits=1):
     return "\n".join(lines)
 
 
+def _not_run_cells(metric_names, paper_metrics, paper_by_metric, digits):
+    row = []
+    for name in metric_names:
+        row.append(NOT_RUN)
+        if name in paper_metrics:
+            row += [_fmt(paper_by_metric.get(name), digits), "–"]
+    return row
+
+
 def protocol_legend(records, paper=None):
     """Bullet list: each metric name with its protocol (from the results files and the paper file)."""
     protocols = {}
@@ -120,7 +142,7 @@ def protocol_legend(records, paper=None):
     return "\n".join(lines)
 
 
-def render(records, repo_root, digits=1):
+def render(records, repo_root, digits=1, all_classes=False):
     """Tables for every method in ``records``, each with its paper numbers when found."""
     parts = []
     methods = list(dict.fromkeys(r.get("method", "?") for r in records))
@@ -131,6 +153,6 @@ def render(records, repo_root, digits=1):
         described = ", ".join(f"{k} {v}" for k, v in config.items()
                               if k in ("backbone", "backbone_weights", "image_size", "epochs", "steps", "k", "seed"))
         parts.append(f"### {method}" + (f" ({described})" if described else ""))
-        parts.append(markdown_table(subset, paper, digits))
+        parts.append(markdown_table(subset, paper, digits, all_classes))
         parts.append(protocol_legend(subset, paper))
     return "\n\n".join(parts) + "\n"

@@ -15,6 +15,7 @@ import numpy as np
 import paddle
 from tqdm import tqdm
 
+from common import distributed
 from common.backbones import load_state_dict_strict
 from common.errors import UserError
 from common.evaluation import collect
@@ -56,6 +57,7 @@ def train(config, cls, data_dir, output_dir, resume=None):
 
 def _train(config, cls, data_dir, output_dir, resume):
     start_time = time.time()
+    rank, world = distributed.init()  # (0, 1) unless started by paddle.distributed.launch
     out_dir = os.path.join(output_dir, cls)
     train_samples, calibration_samples = training_split(config, data_dir, cls)
     train_set = dataset(train_samples, config)
@@ -70,16 +72,27 @@ def _train(config, cls, data_dir, output_dir, resume):
     optimizer = paddle.optimizer.Adam(learning_rate=config.lr, beta1=config.beta1, beta2=config.beta2,
                                       epsilon=1e-8, parameters=model.trainable_parameters())
     first_epoch = _resume(model, optimizer, config, out_dir, resume, cls) if resume else 0
-    print(f"[{cls}] training RD4AD ({config.backbone}, {config.image_size} px) on {len(train_samples)} images, "
-          f"{len(calibration_samples)} held out for thresholds; epochs {first_epoch + 1}..{config.epochs}")
+    main = rank == 0  # in a data-parallel run only the first process writes and prints
+    if main:
+        print(f"[{cls}] training RD4AD ({config.backbone}, {config.image_size} px) on {len(train_samples)} images, "
+              f"{len(calibration_samples)} held out for thresholds; epochs {first_epoch + 1}..{config.epochs}"
+              + (f"; {world} processes" if world > 1 else ""))
     log_path = os.path.join(out_dir, TRAIN_LOG)
-    os.makedirs(out_dir, exist_ok=True)
-    _trim_log(log_path, first_epoch)
-    loader = Loader(train_set, config.batch_size, shuffle=True, num_workers=config.num_workers)
+    if main:
+        os.makedirs(out_dir, exist_ok=True)
+        _trim_log(log_path, first_epoch)
+    if world > 1:
+        sharded = distributed.ShardedBatches(len(train_set), config.batch_size, rank, world, shuffle=True)
+        loader = Loader(train_set, batch_sampler=sharded, num_workers=config.num_workers)
+    else:
+        loader = Loader(train_set, config.batch_size, shuffle=True, num_workers=config.num_workers)
+    network = distributed.data_parallel(model)
     detector = RD4ADDetector(model, config.image_size, config.sigma)
     epoch_loss = float("nan")
     for epoch in range(first_epoch + 1, config.epochs + 1):
-        epoch_loss = _train_epoch(model, optimizer, loader, config, epoch, cls)
+        epoch_loss = _train_epoch(model, network, optimizer, loader, config, epoch, cls)
+        if not main:
+            continue
         record = {"epoch": epoch, "loss": epoch_loss}
         if epoch % config.save_interval == 0 or epoch == config.epochs:
             state = _state_for_resume(model, optimizer, epoch, config)
@@ -94,12 +107,17 @@ def _train(config, cls, data_dir, output_dir, resume):
         print(f"[{cls}] epoch [{epoch}/{config.epochs}] loss {epoch_loss:.4f}")
 
     model.eval()
+    if not main:
+        distributed.barrier()  # wait for the first process's checkpoint and thresholds
+        return {"checkpoint": os.path.join(out_dir, checkpoint.CHECKPOINT), "final_loss": epoch_loss,
+                "seconds": time.time() - start_time}
     path = checkpoint.save(os.path.join(out_dir, checkpoint.CHECKPOINT), model, config, config.epochs)
     thresholds = calibrate(detector, calibration_set, config, held_out=bool(calibration_samples))
     write_thresholds(out_dir, thresholds)
     seconds = time.time() - start_time
     print(f"[{cls}] saved {path}; image threshold {thresholds['image_threshold']:.4f} ({thresholds['source']}); "
           f"{seconds:.1f} s")
+    distributed.barrier()
     return {"checkpoint": path, "final_loss": epoch_loss, "seconds": seconds}
 
 
@@ -116,17 +134,22 @@ def calibrate(detector, calibration_set, config, held_out):
                               config.pixel_quantile)
 
 
-def _train_epoch(model, optimizer, loader, config, epoch, cls):
-    """One epoch (teacher in eval mode, OCBE and decoder in train mode); returns the mean loss."""
+def _train_epoch(model, network, optimizer, loader, config, epoch, cls):
+    """One epoch (teacher in eval mode, OCBE and decoder in train mode); returns the mean loss.
+
+    ``network`` is ``model`` itself, or its ``paddle.DataParallel`` wrapper in a multi-process run (gradients
+    averaged over the processes; the logged loss is the mean over them).
+    """
     model.train()
     losses = []
     steps = len(loader)
+    main = distributed.is_main_process()
     bar = tqdm(loader, total=steps, desc=f"[{cls}] epoch {epoch}/{config.epochs}", leave=False,
-               dynamic_ncols=True, disable=None)  # disable=None: no bar when stderr is not a terminal
+               dynamic_ncols=True, disable=None if main else True)  # no bar off a terminal or off rank 0
     for step, batch in enumerate(bar, start=1):
-        teacher_features, student_features = model(batch[0])
+        teacher_features, student_features = network(batch[0])
         loss = distillation_loss(teacher_features, student_features, config.loss)
-        value = float(loss)
+        value = distributed.mean_over_processes(float(loss))
         if not math.isfinite(value):
             bar.close()
             raise TrainingDiverged(
@@ -137,7 +160,7 @@ def _train_epoch(model, optimizer, loader, config, epoch, cls):
         optimizer.step()
         losses.append(value)
         bar.set_postfix(loss=f"{value:.4f}")
-        if step % config.print_steps == 0:
+        if main and step % config.print_steps == 0:
             bar.write(f"[{cls}] epoch {epoch} step {step}/{steps} loss {value:.4f}")
     bar.close()
     return float(np.mean(losses))
