@@ -15,6 +15,7 @@ from common.infer import run as run_infer
 METHODS = {
     "rd4ad": ("RD4AD-paddle", "RD4AD"),
     "orthoad": ("OrthoAD-paddle", "OrthoAD"),
+    "efficientad": ("EfficientAD-paddle", "EfficientAD"),
 }
 PACKAGE_MODULES = ("config", "data", "model", "loss", "detector", "trainer", "evaluate", "checkpoint")
 ENTRY_SCRIPTS = ("main.py", "train.py", "eval.py", "predict.py", "export_model.py", "infer.py")

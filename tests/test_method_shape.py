@@ -11,8 +11,7 @@ import numpy as np
 import paddle
 import pytest
 
-from method_harness import (ENTRY_SCRIPTS, METHODS, PACKAGE_MODULES, command, export, folder, infer, tiny_config,
-                            train_tiny)
+from method_harness import (ENTRY_SCRIPTS, METHODS, PACKAGE_MODULES, command, export, folder, infer, train_tiny)
 
 from common import config as cfg
 

@@ -28,6 +28,24 @@ Q_START, Q_END = 0.9, 0.995     # map_normalization quantiles q_a, q_b
 NORMALIZED_Q_END = 0.1          # q_end maps to 0.1 (q_start to 0)
 
 
+class PaddedResize(MatrixResize):
+    """Zero padding by ``padding`` on each side, then a bilinear resize (``align_corners=False``) to ``out_size``,
+    as one :class:`MatrixResize` of the unpadded map: the padded zeros add nothing to the products, so the
+    interpolation matrices of the padded size lose their border columns.
+
+    Why not ``F.pad``: paddle2onnx 2.1 converts its ``pad3d`` op with an uninitialised pad value (2 of 5 ONNX exports
+    of this detector padded with 1.0 or 3e32 instead of 0; measured here).
+    """
+
+    def __init__(self, in_size, padding, out_size):
+        padded = in_size + 2 * padding
+        super().__init__(padded, out_size, "bilinear", align_corners=False)
+        self.in_size = (int(in_size), int(in_size))
+        inner = slice(padding, padding + in_size)
+        self.register_buffer("rows", self.rows[:, inner].clone(), persistable=False)
+        self.register_buffer("cols", self.cols[inner, :].clone(), persistable=False)
+
+
 class EfficientADDetector(nn.Layer):
     """Teacher + student + autoencoder -> anomaly map and score for (N, 3, 256, 256) ImageNet-normalised images.
 
@@ -35,6 +53,9 @@ class EfficientADDetector(nn.Layer):
     outputs (first C predict the teacher, last C the autoencoder); ``autoencoder`` has C outputs. Use
     :func:`build_detector` for the paper's networks.
     """
+
+    # nelson1425 resizes each map to its test image's own size: the shared predict/infer do the same for this class
+    original_resolution = True
 
     def __init__(self, teacher, student, autoencoder):
         super().__init__()
@@ -51,7 +72,7 @@ class EfficientADDetector(nn.Layer):
         for name, value in (("q_st_start", 0.0), ("q_st_end", NORMALIZED_Q_END),
                             ("q_ae_start", 0.0), ("q_ae_end", NORMALIZED_Q_END)):
             self.register_buffer(name, paddle.full([1], value, "float32"))
-        self.resize = MatrixResize(MAP_SIZE + 2 * MAP_PADDING, IMAGE_SIZE, "bilinear", align_corners=False)
+        self.resize = PaddedResize(MAP_SIZE, MAP_PADDING, IMAGE_SIZE)
 
     # -- state -------------------------------------------------------------------------------------------------
     def train(self, mode=True):
@@ -114,8 +135,10 @@ class EfficientADDetector(nn.Layer):
 
     def forward(self, images):
         """``images`` (N, 3, 256, 256) -> (anomaly map (N, 1, 256, 256), score (N,) = max of the map)."""
-        anomaly_map = self.resize(self.padded_map(images))
-        return anomaly_map, paddle.amax(anomaly_map, axis=[1, 2, 3])
+        combined, _, _ = self.normalized_maps(images)
+        anomaly_map = self.resize(combined)
+        # paddle.max, not paddle.amax: paddle2onnx 2.1 has no converter for amax (the ONNX export aborts)
+        return anomaly_map, paddle.max(anomaly_map, axis=[1, 2, 3])
 
 
 def build_detector(model_size="small", out_channels=OUT_CHANNELS):

@@ -13,7 +13,8 @@ Paddle-specific choices, each equal to the PyTorch behaviour:
   bound for biases); both references rely on it. Paddle's defaults differ.
 - The autoencoder's ``nn.Upsample(size, mode='bilinear')`` layers are :class:`common.postprocess.MatrixResize`
   (same result as torch's bilinear with ``align_corners=False``), because Paddle Inference with oneDNN cannot run
-  an exported ``bilinear_interp``. They hold no parameters, so the state-dict keys do not change.
+  an exported ``bilinear_interp``; the first one, from the 1x1 code, is :class:`ReplicateResize` (see there).
+  They hold no parameters, so the state-dict keys do not change.
 
 ``hidden_channels`` exists so that tests can run the same architectures with fewer channels; the defaults are the
 paper's, and only they give the published parameter counts (:data:`PARAMETER_COUNTS`).
@@ -78,7 +79,17 @@ def _avg_pool(padding):
     return nn.AvgPool2D(kernel_size=2, stride=2, padding=padding, exclusive=False)
 
 
-class PDNSmall(nn.Sequential):
+class _Network(nn.Sequential):
+    """``nn.Sequential`` whose slices are plain ``nn.Sequential`` (Paddle rebuilds a slice with ``self.__class__``,
+    which a subclass with its own constructor arguments cannot take); ``net[:11]`` is then e.g. the encoder."""
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return nn.Sequential(*list(self.children())[index])
+        return super().__getitem__(index)
+
+
+class PDNSmall(_Network):
     """PDN-S (``common.py::get_pdn_small``): 3 -> 128 -> 256 -> 256 -> ``out_channels``; (N, out, 56, 56) at 256 px.
 
     conv4x4 - ReLU - avgpool2 - conv4x4 - ReLU - avgpool2 - conv3x3 - ReLU - conv4x4, stride 1, with bias.
@@ -99,7 +110,7 @@ class PDNSmall(nn.Sequential):
         torch_default_init(self)
 
 
-class PDNMedium(nn.Sequential):
+class PDNMedium(_Network):
     """PDN-M (``common.py::get_pdn_medium``): 3 -> 256 -> 512 -> 512 -> 512 -> out -> out; (N, out, 56, 56).
 
     conv4x4 - ReLU - avgpool2 - conv4x4 - ReLU - avgpool2 - conv1x1 - ReLU - conv3x3 - ReLU - conv4x4 - ReLU -
@@ -144,14 +155,37 @@ def pdn_output_size(image_size=IMAGE_SIZE, padding=False):
     return size - 3                            # conv4x4
 
 
-class Autoencoder(nn.Sequential):
+class ReplicateResize(nn.Layer):
+    """Bilinear resize of a 1x1 map to ``out_size``: every output pixel is the input value (``expand``).
+
+    Same result as torch's bilinear upsampling of one pixel (its two weights sum to 1). Used instead of
+    :class:`MatrixResize` for a 1-pixel input: its matmuls then have an inner dimension of 1, and Paddle Inference
+    3.3 with oneDNN returns garbage for them (NaN / 1e30 values, different on every run; measured here).
+    """
+
+    def __init__(self, out_size):
+        super().__init__()
+        self.out_size = int(out_size)
+
+    def forward(self, maps):
+        return paddle.expand(maps, [-1, -1, self.out_size, self.out_size])
+
+
+def _bilinear_resize(in_size, out_size):
+    if in_size == 1:
+        return ReplicateResize(out_size)
+    return MatrixResize(in_size, out_size, "bilinear", align_corners=False)
+
+
+class Autoencoder(_Network):
     """The EfficientAD autoencoder (``common.py::get_autoencoder``) for 3x256x256 inputs: (N, out, 56, 56).
 
     Encoder: five conv4x4 stride 2 padding 1 (3 -> 32 -> 32 -> 64 -> 64 -> 64, each + ReLU) and a conv8x8 (no
     ReLU) down to a 64x1x1 code. Decoder: six [bilinear resize to 3, 8, 15, 32, 63, 127 - conv4x4 padding 2 - ReLU
     - Dropout(0.2)], a resize to 56, conv3x3 + ReLU, conv3x3 -> ``out_channels``. Resizes are
-    :class:`MatrixResize` (torch bilinear, ``align_corners=False``) with the input sizes of a 256 px image, so other
-    input sizes are refused by the first resize. ``hidden_channels`` = (first two encoder widths, the rest).
+    :class:`MatrixResize` (torch bilinear, ``align_corners=False``; the first, from the 1x1 code,
+    :class:`ReplicateResize`) built for the sizes of a 256 px input, so other input sizes are refused.
+    ``hidden_channels`` = (first two encoder widths, the remaining widths).
     """
 
     def __init__(self, out_channels=OUT_CHANNELS, hidden_channels=(32, 64), dropout=0.2):
@@ -166,11 +200,10 @@ class Autoencoder(nn.Sequential):
         ]
         decoder = []
         for in_size, out_size in AE_UPSAMPLES[:-1]:
-            decoder += [MatrixResize(in_size, out_size, "bilinear", align_corners=False),
-                        _conv(wide, wide, 4, 1, 2), nn.ReLU(), nn.Dropout(dropout)]
+            decoder += [_bilinear_resize(in_size, out_size), _conv(wide, wide, 4, 1, 2), nn.ReLU(),
+                        nn.Dropout(dropout)]
         in_size, out_size = AE_UPSAMPLES[-1]
-        decoder += [MatrixResize(in_size, out_size, "bilinear", align_corners=False),
-                    _conv(wide, wide, 3, 1, 1), nn.ReLU(),
+        decoder += [_bilinear_resize(in_size, out_size), _conv(wide, wide, 3, 1, 1), nn.ReLU(),
                     _conv(wide, out_channels, 3, 1, 1)]
         super().__init__(*encoder, *decoder)
         self.out_channels = out_channels

@@ -19,6 +19,7 @@ from common.config import config_from_dict, to_dict
 from common.errors import UserError
 from common.results import atomic_save
 from common.thresholds import read_thresholds
+from common.training import load_state
 
 from .config import Config
 from .detector import RD4ADDetector
@@ -54,10 +55,7 @@ def read(path):
     if not os.path.isfile(path):
         raise UserError(f"no trained model at {path}: train first (python main.py --mode train ...) or convert "
                         "an official one (python scripts/convert_rd4ad_checkpoint.py)")
-    try:
-        state = paddle.load(path)
-    except Exception as exc:  # noqa: BLE001 - paddle.load raises many types for a foreign or damaged file
-        raise UserError(f"cannot read checkpoint {path} ({type(exc).__name__}: {exc})") from None
+    state = load_state(path)
     if not isinstance(state, dict) or not {"bn", "decoder"} <= set(state) or not ({"config", "meta"} & set(state)):
         raise UserError(f"{path} is not an RD4AD checkpoint of this project (expected keys bn, decoder, config)")
     return state

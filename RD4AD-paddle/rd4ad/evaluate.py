@@ -3,7 +3,6 @@
 The map is the summed cosine map smoothed with SciPy's ``gaussian_filter`` in float64 (the official evaluation);
 ``image_auroc``, ``pixel_auroc`` and ``rd4ad_pro`` are the paper's protocol, ``au_pro`` the standard MVTec one.
 """
-import os
 import time
 
 from common.config import to_dict

@@ -5,7 +5,6 @@ the last epoch too, there is no best-epoch selection), ``train_state.pdparams`` 
 NumPy RNG state that drives the shuffling; written atomically every ``save_interval`` epochs, continued by
 ``--resume``), ``thresholds.json`` (for predict/infer) and ``train_log.jsonl`` (one line per epoch).
 """
-import json
 import math
 import os
 import time
@@ -20,8 +19,9 @@ from common.backbones import load_state_dict_strict
 from common.errors import UserError
 from common.evaluation import collect
 from common.loader import Loader
-from common.results import atomic_save, atomic_write_text
+from common.results import atomic_save
 from common.thresholds import calibration_record, write_thresholds
+from common.training import TrainingLog, check_resume, load_state
 
 from . import checkpoint
 from .data import dataset, training_split
@@ -77,10 +77,10 @@ def _train(config, cls, data_dir, output_dir, resume):
         print(f"[{cls}] training RD4AD ({config.backbone}, {config.image_size} px) on {len(train_samples)} images, "
               f"{len(calibration_samples)} held out for thresholds; epochs {first_epoch + 1}..{config.epochs}"
               + (f"; {world} processes" if world > 1 else ""))
-    log_path = os.path.join(out_dir, TRAIN_LOG)
+    log = TrainingLog(os.path.join(out_dir, TRAIN_LOG), "epoch")
     if main:
         os.makedirs(out_dir, exist_ok=True)
-        _trim_log(log_path, first_epoch)
+        log.trim(first_epoch)
     if world > 1:
         sharded = distributed.ShardedBatches(len(train_set), config.batch_size, rank, world, shuffle=True)
         loader = Loader(train_set, batch_sampler=sharded, num_workers=config.num_workers)
@@ -103,7 +103,7 @@ def _train(config, cls, data_dir, output_dir, resume):
             record["test_metrics"] = {"label": MONITORING_LABEL, **test_metrics(detector, config, test_set)[0]}
             print(f"[{cls}] epoch {epoch} {MONITORING_LABEL}: {record['test_metrics']}")
             model.train()
-        _append_log(log_path, record)
+        log.append(record)
         print(f"[{cls}] epoch [{epoch}/{config.epochs}] loss {epoch_loss:.4f}")
 
     model.eval()
@@ -180,38 +180,12 @@ def _state_for_resume(model, optimizer, epochs_done, config):
 def _resume(model, optimizer, config, out_dir, resume, cls):
     """Load the training state named by ``resume`` into ``model``/``optimizer``; returns the epochs done."""
     path = os.path.join(out_dir, TRAIN_STATE) if resume == "auto" else resume
-    if not os.path.isfile(path):
-        raise UserError(f"--resume: no training state at {path}")
-    try:
-        state = paddle.load(path)
-    except Exception as exc:  # noqa: BLE001 - a damaged or foreign file
-        raise UserError(f"--resume: cannot read {path} ({type(exc).__name__}: {exc})") from None
-    saved = state.get("config", {})
-    changed = [f"{k} {saved.get(k)!r} -> {getattr(config, k)!r}" for k in RESUME_MUST_MATCH
-               if saved.get(k) != getattr(config, k)]
-    if changed:
-        raise UserError(f"--resume: {path} was trained with other options ({'; '.join(changed)})")
-    if state["epochs_done"] > config.epochs:
-        raise UserError(f"--resume: {path} already has {state['epochs_done']} epochs, more than --epochs "
-                        f"{config.epochs}")
+    state = load_state(path, "training state (--resume)")
+    epochs_done = check_resume(state, config, RESUME_MUST_MATCH, path, "epochs_done", config.epochs)
     model.load_student_state_dict(state)
     if "teacher" in state:
         load_state_dict_strict(model.teacher, state["teacher"])
     optimizer.set_state_dict(state["optimizer"])
     np.random.set_state(state["numpy_rng"])
-    print(f"[{cls}] resuming from {path} after epoch {state['epochs_done']}")
-    return int(state["epochs_done"])
-
-
-def _trim_log(path, last_epoch):
-    """Keep the log lines of epochs up to ``last_epoch`` (0: start a new log), e.g. after resuming an older state."""
-    if not os.path.exists(path):
-        return
-    with open(path, encoding="utf-8") as handle:
-        kept = [line for line in handle if line.strip() and json.loads(line)["epoch"] <= last_epoch]
-    atomic_write_text(path, "".join(kept))
-
-
-def _append_log(path, record):
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+    print(f"[{cls}] resuming from {path} after epoch {epochs_done}")
+    return epochs_done

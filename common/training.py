@@ -1,0 +1,51 @@
+"""Training glue every trained method shares: reading saved states with one-line errors, the checks of a resumed
+run, and the per-epoch (or per-step) JSON-lines training log."""
+import json
+import os
+
+from .errors import UserError
+from .results import atomic_write_text
+
+
+def load_state(path, what="checkpoint"):
+    """``paddle.load(path)``; a missing, damaged or foreign file is a ``UserError`` naming it."""
+    import paddle
+
+    if not os.path.isfile(path):
+        raise UserError(f"no {what} at {path}")
+    try:
+        return paddle.load(path)
+    except Exception as exc:  # noqa: BLE001 - paddle.load raises many types for a foreign or damaged file
+        raise UserError(f"cannot read {what} {path} ({type(exc).__name__}: {exc})") from None
+
+
+def check_resume(state, config, must_match, path, done_key, total):
+    """Refuse to resume ``state`` with other options than ``must_match`` names, or past ``total`` epochs/steps."""
+    saved = state.get("config", {})
+    changed = [f"{k} {saved.get(k)!r} -> {getattr(config, k)!r}" for k in must_match
+               if saved.get(k) != getattr(config, k)]
+    if changed:
+        raise UserError(f"--resume: {path} was trained with other options ({'; '.join(changed)})")
+    if int(state[done_key]) > int(total):
+        raise UserError(f"--resume: {path} already has {state[done_key]} {done_key.split('_')[0]}, more than the "
+                        f"{total} asked for")
+    return int(state[done_key])
+
+
+class TrainingLog:
+    """``train_log.jsonl``: one JSON line per epoch (or step) keyed by ``key``; a resumed run drops later lines."""
+
+    def __init__(self, path, key="epoch"):
+        self.path, self.key = path, key
+
+    def trim(self, last):
+        """Keep the lines up to ``last`` (0: start a new log), e.g. after resuming an older state."""
+        if not os.path.exists(self.path):
+            return
+        with open(self.path, encoding="utf-8") as handle:
+            kept = [line for line in handle if line.strip() and json.loads(line)[self.key] <= last]
+        atomic_write_text(self.path, "".join(kept))
+
+    def append(self, record):
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, default=float) + "\n")
