@@ -112,3 +112,24 @@ def test_rd4ad_trains_with_two_processes_and_one_writer(tmp_path):
     assert (out / "bottle" / "rd4ad.pdparams").is_file() and (out / "bottle" / "thresholds.json").is_file()
     worker_logs = "".join(p.read_text() for p in (tmp_path / "logs").iterdir() if p.is_file())
     assert "2 processes" in worker_logs
+
+
+def test_efficientad_teacher_distillation_takes_the_same_steps_with_two_processes(tmp_path):
+    """The PDN has no BatchNorm: the 2-process teacher equals the 1-process teacher of the same global batch."""
+    import paddle
+
+    make_dataset(str(tmp_path / "images"), ("bottle",), size=64, n_train=8, n_test_good=1, n_test_defect=1)
+    args = ["pretrain_teacher.py", "--image_dir", str(tmp_path / "images" / "bottle" / "train"), "--out_channels", "8",
+            "--width_divisor", "16", "--backbone", "resnet18", "--backbone_weights", "random", "--steps", "3",
+            "--batch_size", "4", "--norm_images", "4", "--threads", "1"]
+    single = subprocess.run([sys.executable, *args, "--output", str(tmp_path / "one.pdparams")],
+                            cwd=folder("efficientad"), capture_output=True, text=True, timeout=600, env=_env())
+    assert single.returncode == 0, single.stderr[-3000:]
+    launched = subprocess.run(LAUNCH + ["--log_dir", str(tmp_path / "logs"), *args, "--output",
+                                        str(tmp_path / "two.pdparams")],
+                              cwd=folder("efficientad"), capture_output=True, text=True, timeout=600, env=_env())
+    assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
+    one, two = paddle.load(str(tmp_path / "one.pdparams")), paddle.load(str(tmp_path / "two.pdparams"))
+    assert set(one) == set(two)
+    for name in one:
+        np.testing.assert_allclose(np.asarray(two[name]), np.asarray(one[name]), rtol=1e-5, atol=1e-6, err_msg=name)

@@ -19,6 +19,7 @@ import time
 import paddle
 from tqdm import tqdm
 
+from common import distributed
 from common.backbones import RESNET_ARCHS, ResNetFeatures
 from common.cli import add_runtime_args
 from common.errors import UserError, main_guard
@@ -41,12 +42,18 @@ class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
 
 
-def _batches(paths, stream, batch_size, count, num_workers):
-    """``count`` batches of (extractor image, PDN image) drawn from ``stream`` (crossing passes as needed)."""
+def _batches(paths, stream, batch_size, count, num_workers, rank=0, world=1):
+    """``count`` batches of (extractor image, PDN image) drawn from ``stream`` (crossing passes as needed); in a
+    data-parallel run, process ``rank`` of ``world`` gets its share of each global batch."""
     done = 0
     while done < count:
         entries = stream.take(batch_size * (count - done))
-        loader = Loader(PretrainingItems(paths, entries, IMAGE_SIZE), batch_size, num_workers=num_workers)
+        items = PretrainingItems(paths, entries, IMAGE_SIZE)
+        if world > 1:
+            sharded = distributed.ShardedBatches(len(items), batch_size, rank, world, shuffle=False)
+            loader = Loader(items, batch_sampler=sharded, num_workers=num_workers)
+        else:
+            loader = Loader(items, batch_size, num_workers=num_workers)
         for batch in loader:
             yield batch
             done += 1
@@ -74,6 +81,10 @@ def distill_teacher(paths, config, output, steps, batch_size, norm_images, lr=1e
     """
     if not paths:
         raise UserError("no images to distil the teacher from")
+    # python -m paddle.distributed.launch: the global batch is split across the processes, gradients averaged
+    # (the PDN has no BatchNorm, so N processes take exactly the steps of one); only the first process writes.
+    rank, world = distributed.init()
+    main = rank == 0
     state_path = output + STATE_SUFFIX
     paddle.seed(seed)
     extractor = PretrainingTargetExtractor(
@@ -100,13 +111,14 @@ def distill_teacher(paths, config, output, steps, batch_size, norm_images, lr=1e
                  "stream": pack_object(stream.state()), "mean": mean.numpy(), "std": std.numpy()}
         atomic_save(lambda tmp: paddle.save(state, tmp), state_path)
 
-    bar = tqdm(total=steps, initial=done, desc=desc, dynamic_ncols=True, disable=None)
+    network = distributed.data_parallel(pdn)
+    bar = tqdm(total=steps, initial=done, desc=desc, dynamic_ncols=True, disable=None if main else True)
     while done < steps:
         chunk = min(steps - done, save_interval - done % save_interval)
-        for image_fe, image_pdn in _batches(paths, stream, batch_size, chunk, num_workers):
+        for image_fe, image_pdn in _batches(paths, stream, batch_size, chunk, num_workers, rank, world):
             target = (extractor(image_fe) - mean) / std
-            loss = pretraining_loss(target, pdn(image_pdn))
-            value = float(loss)
+            loss = pretraining_loss(target, network(image_pdn))
+            value = distributed.mean_over_processes(float(loss))
             if not math.isfinite(value):
                 bar.close()
                 raise TrainingDiverged(f"teacher distillation stopped: loss is {value} at step {done + 1}; check "
@@ -117,10 +129,13 @@ def distill_teacher(paths, config, output, steps, batch_size, norm_images, lr=1e
             done += 1
             bar.update(1)
             bar.set_postfix(loss=f"{value:.4f}")
-        save_state(done)
+        if main:
+            save_state(done)
     bar.close()
     teacher_state = {k: v.numpy() for k, v in pdn.state_dict().items()}
-    atomic_save(lambda tmp: paddle.save(teacher_state, tmp), output)
+    if main:
+        atomic_save(lambda tmp: paddle.save(teacher_state, tmp), output)
+    distributed.barrier()
     return teacher_state
 
 
