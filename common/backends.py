@@ -60,13 +60,27 @@ def verify_files(folder, recorded, names):
 
 # -- ONNX ----------------------------------------------------------------------------------------------------------
 def export_onnx(model_file, params_file, folder):
-    """Convert the exported Paddle graph to ``FOLDER/inference.onnx`` with paddle2onnx; returns its path."""
-    paddle2onnx = require("paddle2onnx")
+    """Convert the exported Paddle graph to ``FOLDER/inference.onnx`` with paddle2onnx; returns its path.
+
+    The conversion runs in a child process: paddle2onnx aborts the whole process (SIGABRT) on an operator it cannot
+    convert (e.g. the gradient ops of KDAD's saliency graph), which here becomes one ``UserError`` line instead.
+    """
+    import subprocess
+    import sys
+
+    require("paddle2onnx")
     path = os.path.join(folder, ONNX_FILE)
     tmp = os.path.join(folder, ".tmp-" + ONNX_FILE)
+    code = ("import sys, paddle2onnx; paddle2onnx.export(sys.argv[1], sys.argv[2], save_file=sys.argv[3], "
+            f"opset_version={ONNX_OPSET}, verbose=False, optimize_tool='None')")
     try:
-        paddle2onnx.export(model_file, params_file, save_file=tmp, opset_version=ONNX_OPSET, verbose=False,
-                           optimize_tool="None")
+        run = subprocess.run([sys.executable, "-c", code, model_file, params_file, tmp], capture_output=True,
+                             text=True, stdin=subprocess.DEVNULL)
+        if run.returncode or not os.path.isfile(tmp):
+            reasons = [line.strip() for line in (run.stdout + run.stderr).splitlines() if "ERROR" in line
+                       or "not supported" in line.lower() or "unsupported" in line.lower()]
+            raise UserError(f"paddle2onnx cannot convert the graph in {folder}: "
+                            f"{'; '.join(reasons[-3:]) or f'exit status {run.returncode}'}")
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -90,6 +90,10 @@ def run(argv=None):
     image_threshold, pixel_threshold = resolve_thresholds(info.get("thresholds"), args.threshold,
                                                           args.pixel_threshold, where=f" in {folder}")
     use_mkldnn = info.get("use_mkldnn", True) if args.use_mkldnn is None else args.use_mkldnn
+    if use_mkldnn and not info.get("use_mkldnn", True):
+        print(f"note: the graph in {folder} cannot run with oneDNN ({info.get('method', 'this method')} exports a "
+              "gradient computation); running it without oneDNN")
+        use_mkldnn = False
     verify_files(folder, info.get("files"), backend_files(folder, args.backend))
     predictor = make_runner(folder, args.backend, resolve_device(args.device), args.threads, use_mkldnn)
     preprocess = Preprocess(**info["preprocess"])

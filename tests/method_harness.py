@@ -29,6 +29,20 @@ def tiny_config(package):
     return os.path.join(folder(package), "configs", "tiny.yaml")
 
 
+def tiny_model_option(package):
+    """``(name, value)`` of an option that describes the tiny model (for the model-option checks)."""
+    import dataclasses
+    import importlib
+
+    from common.config import build_config
+
+    folder(package)
+    config_class = importlib.import_module(f"{package}.config").Config
+    config = build_config(config_class, tiny_config(package))
+    return next((f.name, getattr(config, f.name)) for f in dataclasses.fields(config_class)
+                if f.metadata.get("model") and f.name in ("backbone", "image_size"))
+
+
 def command(package, mode, *argv):
     """``main.py --mode MODE ARGV`` in-process; user errors exit 2 with one ``error:`` line as in the scripts."""
     return main_guard(run_command)(package, mode, [str(a) for a in argv])

@@ -11,7 +11,8 @@ import numpy as np
 import paddle
 import pytest
 
-from method_harness import (ENTRY_SCRIPTS, METHODS, PACKAGE_MODULES, command, export, folder, infer, train_tiny)
+from method_harness import (ENTRY_SCRIPTS, METHODS, PACKAGE_MODULES, command, export, folder, infer,
+                            tiny_model_option, train_tiny)
 
 from common import config as cfg
 
@@ -120,7 +121,8 @@ def test_eval_all_skips_untrained_classes_and_writes_one_results_schema(trained,
     assert set(record) == RESULT_KEYS and record["method"] == name
     assert list(record["metrics"])[:3] == ["image_auroc", "pixel_auroc", "au_pro"]
     assert all(0 <= v <= 1 for v in record["metrics"].values()) and set(record["metrics"]) <= set(record["protocols"])
-    assert record["config"]["backbone"] == "resnet18" and "calibration_images" not in record["threshold"]
+    name_of_option, value = tiny_model_option(package)
+    assert record["config"][name_of_option] == value and "calibration_images" not in record["threshold"]
     out = capsys.readouterr().out
     assert f"{name} results" in out and out.strip().splitlines()[-1].startswith("bottle")
 
@@ -128,7 +130,8 @@ def test_eval_all_skips_untrained_classes_and_writes_one_results_schema(trained,
 def test_model_options_are_checked_against_the_model(trained, capsys):
     package, data_dir, output_dir = trained
     common = ["--cls", "bottle", "--data_dir", data_dir, "--output_dir", output_dir, "--threads", 2]
-    command(package, "eval", *common, "--backbone", "resnet18", "--arch", "resnet18")  # matches: accepted
+    name, value = tiny_model_option(package)
+    command(package, "eval", *common, f"--{name}", value)  # matches the model: accepted
     with pytest.raises(SystemExit) as exit_info:
         command(package, "eval", *common, "--image_size", 128)
     assert exit_info.value.code == 2
@@ -168,7 +171,8 @@ def test_predict_export_infer_agree(trained, tmp_path, capsys):
     images = np.stack([dataset[i][0] for i in range(4)])
     with paddle.no_grad():
         maps, scores = (t.numpy() for t in detector(paddle.to_tensor(images)))
-    static_maps, static_scores = Predictor(str(inference_dir), threads=2, use_mkldnn=True).run(images)
+    use_mkldnn = _read_json(inference_dir / "infer_config.json")["use_mkldnn"]  # False for gradient graphs (KDAD)
+    static_maps, static_scores = Predictor(str(inference_dir), threads=2, use_mkldnn=use_mkldnn).run(images)
     assert static_maps.shape == (4, 1, config.image_size, config.image_size)
     np.testing.assert_allclose(static_maps, maps, rtol=1e-4, atol=1e-4 * np.abs(maps).max())
     np.testing.assert_allclose(static_scores, scores, rtol=1e-4)
@@ -187,6 +191,14 @@ def test_onnx_export_runs_under_onnxruntime_and_openvino_and_tampering_is_refuse
     pytest.importorskip("onnxruntime")
     package, data_dir, output_dir = trained
     inference_dir = tmp_path / "inference"
+    detector_class = type(module(package, "checkpoint").load(os.path.join(output_dir, "bottle"))[0])
+    if not getattr(detector_class, "use_mkldnn", True):  # a gradient graph (KDAD): paddle2onnx has no such ops
+        with pytest.raises(SystemExit) as exit_info:
+            export(package, "--cls", "bottle", "--output_dir", output_dir, "--save_inference_dir", inference_dir,
+                   "--format", "onnx")
+        assert exit_info.value.code == 2
+        assert "paddle2onnx cannot convert" in capsys.readouterr().err.strip().splitlines()[-1]
+        return
     export(package, "--cls", "bottle", "--output_dir", output_dir, "--save_inference_dir", inference_dir,
            "--format", "onnx", "--threads", 2)
     assert "ONNX Runtime vs Paddle" in capsys.readouterr().out  # the export checked it (error above 1e-4)

@@ -1,6 +1,7 @@
 """The earlier Paddle ports' commands, as each method README lists them, run as written.
 
-Each method folder is copied to a sandbox where ``configs/default.yaml`` is the tiny configuration (so the commands
+Each method folder is copied to a sandbox where ``configs/default.yaml`` (and the earlier KDAD port's
+``configs/config.yaml``) is the tiny configuration (so the commands
 stay exactly as users type them and finish in seconds) and ``mvtec/`` holds synthetic data in the place where the
 earlier ports' READMEs unpack MVTec AD. The commands are read from the README's block between
 ``<!-- seed-commands -->`` and ``<!-- /seed-commands -->``, so the README and this test cannot drift apart.
@@ -30,7 +31,9 @@ def seed_commands(package):
 def test_seed_commands_run_as_written(package, tmp_path):
     sandbox = tmp_path / METHODS[package][0]
     shutil.copytree(folder(package), sandbox, ignore=shutil.ignore_patterns("output", "__pycache__", "test_tipc"))
-    shutil.copy(tiny_config(package), sandbox / "configs" / "default.yaml")
+    for name in ("default.yaml", "config.yaml"):  # config.yaml: the file name of the earlier KDAD port
+        if name == "default.yaml" or (sandbox / "configs" / name).exists():
+            shutil.copy(tiny_config(package), sandbox / "configs" / name)
     make_dataset(str(sandbox / "mvtec"), ("bottle", "carpet"), size=64, n_train=8, n_test_good=2, n_test_defect=1)
     commands = seed_commands(package)
     assert len(commands) >= 5

@@ -39,6 +39,10 @@ SALIENCY_SIGMA = 4.0
 PERCENTILE = 99.0             # convert_to_grayscale: np.percentile(grayscale, 99)
 _TINY = float(np.finfo(np.float32).tiny)
 
+# The helpers below are plain tensor code without data-dependent control flow. ``paddle.jit.not_to_static`` runs
+# them as they are inside ``paddle.jit.to_static`` (dy2static's rewrite of them fails on module constants used
+# as default arguments).
+
 
 @paddle.jit.not_to_static
 def percentile_positions(count, q=PERCENTILE):
@@ -103,9 +107,15 @@ class KDADDetector(nn.Layer):
     """``forward(x)``: (N, 3, S, S) images in [0, 1] -> ``(anomaly_map (N, 1, S, S), score (N,))``, float32.
 
     ``network``: a :class:`kdad.model.KDADNetwork` (in eval mode). ``method``: one of :data:`METHODS`.
-    SmoothGrad draws ``smoothgrad_samples`` standard-normal noise tensors with ``paddle.randn`` (seed Paddle for
-    repeatable maps) unless :meth:`saliency` is given them.
+    SmoothGrad draws ``smoothgrad_samples`` standard-normal noise tensors with ``paddle.randn_like`` (seed Paddle
+    for repeatable maps) unless ``forward``/:meth:`saliency` is given them. The network may also be float64
+    (tests); the map is float32 either way.
     """
+
+    # The exported graph holds the backward ops (conv2d_grad, pool2d_grad, ...); Paddle Inference with oneDNN refuses
+    # them (Paddle 3.3.1: "is_test attribute should be set to False in training phase", onednn_reuse.h:1669 /
+    # conv_handler.h:300), so common.export records use_mkldnn False and infer.py runs the graph without oneDNN.
+    use_mkldnn = False
 
     def __init__(self, network, lamda=DEFAULT_LAMDA, method="vanilla", image_size=128, sigma=SALIENCY_SIGMA,
                  smoothgrad_samples=SMOOTHGRAD_SAMPLES, smoothgrad_noise_level=SMOOTHGRAD_NOISE_LEVEL,
@@ -128,37 +138,63 @@ class KDADDetector(nn.Layer):
             raise RuntimeError("KDADDetector needs the network in eval mode (call .eval()): in train mode "
                                "BatchNorm mixes the images of a batch and updates its running statistics")
 
-    def _scores64(self, x, guided=False):
-        expert_taps, cloner_taps = self.network(x, guided=guided)
+    def _scores64(self, expert_taps, cloner_taps):
         direction, value = per_image_terms(expert_taps, cloner_taps, SCORE_TAPS)
         return combine_terms(direction, value, self.lamda, self.loss_form)
 
     def scores(self, x):
         """Detection scores (N,) float32 of images (N, 3, S, S)."""
         self._check_eval()
-        return self._scores64(x).astype("float32")
+        return self._scores64(*self.network(x)).astype("float32")
 
     def input_gradients(self, x, guided=False):
         """``(gradients (N, 3, S, S), scores (N,))``: each image's loss gradient w.r.t. itself, and the loss.
 
-        ``guided=True`` backpropagates through the cloner's ReLUs as guided backprop (GBP).
+        ``guided=True`` backpropagates through the cloner's ReLUs as guided backprop (official GBP hooks the
+        cloner only): the expert's part of the gradient is the plain one, the cloner's part comes from
+        :meth:`kdad.model.Cloner.guided_backward`. Works inside ``paddle.no_grad()`` too.
         """
         self._check_eval()
+        if paddle.in_dynamic_mode():
+            with paddle.set_grad_enabled(True):
+                return self._input_gradients(x, guided)
+        return self._input_gradients(x, guided)
+
+    def _input_gradients(self, x, guided):
         # detach() keeps the caller's tensor untouched in dygraph; under paddle.jit.to_static it must not be
         # used: the static gradient w.r.t. a detached input comes out wrong without any error (Paddle 3.3.1:
         # here the whole expert branch was missing).
         if paddle.in_dynamic_mode():
             x = x.detach()
         x.stop_gradient = False
-        scores = self._scores64(x, guided=guided)
-        (gradients,) = paddle.grad([paddle.sum(scores)], [x])
-        return gradients, scores.astype("float32")
+        expert_taps = self.network.expert(x)
+        cloner_taps, cloner_outputs = self.network.cloner.traced(x)
+        scores = self._scores64(expert_taps, cloner_taps)
+        if not guided:
+            (gradients,) = paddle.grad([paddle.sum(scores)], [x])
+            return gradients, scores.astype("float32")
+        # Guided backprop needs the loss's *partial* gradient at each tap (a tap's total derivative would also
+        # count the paths through the later taps with ordinary ReLUs). Tap k's term depends on the taps of tap k
+        # only, so its own gradient at those taps is that partial.
+        direction, value = per_image_terms(expert_taps, cloner_taps, SCORE_TAPS)
+        expert_partials, cloner_partials = [], [None] * len(cloner_taps)
+        for column, tap in enumerate(SCORE_TAPS):
+            term = combine_terms(direction[:, column:column + 1], value[:, column:column + 1], self.lamda,
+                                 self.loss_form)
+            at_expert, at_cloner = paddle.grad([paddle.sum(term)], [expert_taps[tap], cloner_taps[tap]],
+                                               retain_graph=True)
+            expert_partials.append(at_expert)
+            cloner_partials[tap] = at_cloner
+        (through_expert,) = paddle.grad([expert_taps[tap] for tap in SCORE_TAPS], [x],
+                                        grad_outputs=expert_partials, retain_graph=True)
+        through_cloner = self.network.cloner.guided_backward(x, cloner_outputs, cloner_partials)
+        return through_expert + through_cloner, scores.astype("float32")
 
     def saliency(self, x, noise=None):
         """``(saliency (N, 1, S, S) before the Gaussian, scores (N,))`` for ``self.method``.
 
         ``noise`` (SmoothGrad only): standard-normal samples (samples, N, 3, S, S), scaled here by the
-        per-image std; ``None`` draws ``smoothgrad_samples`` of them with ``paddle.randn``.
+        per-image std; ``None`` draws ``smoothgrad_samples`` of them with ``paddle.randn_like``.
         """
         if self.method == "vanilla":
             gradients, scores = self.input_gradients(x)
@@ -182,4 +218,5 @@ class KDADDetector(nn.Layer):
 
     def forward(self, x, noise=None):
         saliency, scores = self.saliency(x, noise)
-        return self.blur(saliency), scores
+        # the blur is float32 (its constants stay float32 even if the network is cast to float64)
+        return self.blur(saliency.astype("float32")), scores

@@ -18,7 +18,7 @@ input gradient (the cloner runs in eval mode, so images do not interact).
 
 Reductions are done in float64: ``1 - cos`` of two well-aligned float32 maps loses most of its digits to
 cancellation in float32, and the official numbers come from float32 GPU sums whose error is below that of a
-float64 computation anyway. The results are returned in float32.
+float64 computation anyway. Results come back in the taps' dtype (float32 normally).
 """
 import paddle
 
@@ -27,6 +27,9 @@ DEFAULT_LAMDA = 0.5  # MVTec value (configs: "mvtec: 0.5, Others: 0.01")
 COSINE_EPS = 1e-8
 TRAIN_TAPS = (0, 1, 2, 3)  # positions in the 4-tap lists: pool2, pool3, pool4, pool5
 SCORE_TAPS = (1, 2, 3)     # pool3, pool4, pool5
+
+# ``paddle.jit.not_to_static``: plain tensor code that the detector's exported graph calls as it is (dy2static's
+# rewrite of these functions fails on module constants used as default arguments).
 
 
 @paddle.jit.not_to_static
@@ -75,17 +78,17 @@ def combine_terms(direction, value, lamda=DEFAULT_LAMDA, form="code"):
 
 @paddle.jit.not_to_static
 def detection_scores(expert_taps, cloner_taps, lamda=DEFAULT_LAMDA, form="code"):
-    """Per-image anomaly scores (N,) float32: official ``detection_test``'s ``total_loss`` (pool3 .. pool5).
+    """Per-image anomaly scores (N,) in the taps' dtype: official ``detection_test``'s ``total_loss`` (pool3 .. pool5).
 
     ``form="code"``: ``sum_{pool3..5} [1 - cos + lamda * mean (c - e)^2]``; ``"direction"`` drops the value
     term (``direction_loss_only``); ``"paper"`` swaps where ``lamda`` goes (not in the official code).
     """
     direction, value = per_image_terms(expert_taps, cloner_taps, SCORE_TAPS)
-    return combine_terms(direction, value, lamda, form).astype("float32")
+    return combine_terms(direction, value, lamda, form).astype(cloner_taps[0].dtype)
 
 
 class MseDirectionLoss(paddle.nn.Layer):
-    """Official training loss ``MseDirectionLoss(lamda)`` over pool2 .. pool5; ``forward`` -> float32 scalar.
+    """Official training loss ``MseDirectionLoss(lamda)`` over pool2 .. pool5; ``forward`` -> scalar (taps' dtype).
 
     Batch mean of the per-image total, which equals the official sum of batch-mean direction terms plus
     ``lamda`` times the ``nn.MSELoss`` terms (every image has the same number of elements).
@@ -99,7 +102,7 @@ class MseDirectionLoss(paddle.nn.Layer):
 
     def forward(self, expert_taps, cloner_taps):
         direction, value = per_image_terms(expert_taps, cloner_taps, TRAIN_TAPS)
-        return paddle.mean(combine_terms(direction, value, self.lamda, self.form)).astype("float32")
+        return paddle.mean(combine_terms(direction, value, self.lamda, self.form)).astype(cloner_taps[0].dtype)
 
     def terms(self, expert_taps, cloner_taps):
         """Batch means of the 4 direction and 4 value terms, two (4,) float64 tensors (for logs and checks)."""

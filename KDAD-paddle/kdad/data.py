@@ -1,0 +1,49 @@
+"""KDAD's data, as the official ``dataloader.py``/``ImageFolder`` for MVTec: PIL bilinear resize to 128x128,
+``ToTensor`` (values in [0, 1]), no ImageNet normalisation, no augmentation.
+
+Localisation ground truth (official ``load_localization_data``): the mask loaded as RGB, resized bilinearly to the
+input size and averaged over its channels -> a *soft* mask in [0, 1] (:func:`soft_masks`). The standard metrics use
+the binarised mask (``> 0.5``) of the same resize.
+"""
+import numpy as np
+from PIL import Image
+
+from common.mvtec import MVTecDataset, image_size, open_mask, test_samples, train_samples
+from common.splits import random_split
+from common.transforms import Preprocess
+
+
+def preprocess(config):
+    return Preprocess(resize=int(config.image_size), crop=None, interpolation="bilinear", backend="pil",
+                      normalize=False, mask_interpolation="bilinear", mask_threshold=0.5)
+
+
+def training_split(config, data_dir, cls):
+    """``(train, calibration)`` samples: all good training images and none held out when ``calibration_fraction``
+    is 0 (the official code), else a seeded hold-out for the thresholds."""
+    samples = train_samples(data_dir, cls)
+    if not config.calibration_fraction:
+        return samples, []
+    return random_split(samples, validation_fraction=float(config.calibration_fraction), seed=int(config.seed))
+
+
+def dataset(samples, config):
+    return MVTecDataset(samples, preprocess(config))
+
+
+def test_dataset(config, data_dir, cls):
+    return dataset(test_samples(data_dir, cls), config)
+
+
+def soft_masks(samples, size):
+    """(N, size, size) float32 soft masks of ``samples`` (zeros for samples without a mask).
+
+    A grayscale mask converted to RGB has three equal channels, so the official RGB mean equals the 8-bit
+    grayscale mask resized with PIL bilinear and divided by 255.
+    """
+    out = np.zeros((len(samples), size, size), dtype=np.float32)
+    for i, sample in enumerate(samples):
+        if sample.mask_path:
+            mask = open_mask(sample.mask_path, image_size(sample.path))
+            out[i] = np.asarray(mask.resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0
+    return out

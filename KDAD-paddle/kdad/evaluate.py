@@ -1,0 +1,83 @@
+"""Evaluation of one KDAD class: the official MKD metrics and the standard MVTec ones on the same maps -> JSON.
+
+One pass over the test set gives each image its detection score (pool3..pool5 loss, grad-free eval mode) and its
+saliency map (``config.localization``: vanilla gradients, SmoothGrad or guided backprop; grayscale p99 clip,
+min-max where the official method does it, Gaussian sigma 4). Then:
+
+- ``kdad_detection_auroc``: official ``detection_test`` (defects positive, rounded to 4 decimals), all test images;
+- ``kdad_localization_auroc``: official ``compute_localization_auc`` on the defective images only, soft masks,
+  3x3-cross opening, 1000 fixed thresholds;
+- ``image_auroc``, ``pixel_auroc``, ``au_pro``: the standard protocols (common.evaluation) on all test images,
+  masks binarised at 0.5.
+"""
+import time
+
+import numpy as np
+
+from common.config import to_dict
+from common.evaluation import (STANDARD_PROTOCOLS, collect, notes_list, results_dir, save_test_pictures,
+                               standard_metrics)
+from common.results import write_results
+from common.thresholds import summary
+
+from .data import soft_masks, test_dataset
+from .metric import kdad_detection_auroc, kdad_localization_auroc
+
+PROTOCOLS = {
+    "image_auroc": STANDARD_PROTOCOLS["image_auroc"] + " (the MKD detection score: pool3..pool5 loss)",
+    "pixel_auroc": STANDARD_PROTOCOLS["pixel_auroc"] + " on the saliency maps at the network input size; masks "
+                                                       "bilinear-resized and binarised at 0.5",
+    "au_pro": STANDARD_PROTOCOLS["au_pro"],
+    "kdad_detection_auroc": "MKD test_functions.detection_test: sklearn auc(roc_curve(labels, scores, pos_label=0))"
+                            " with good = 1, rounded to 4 decimals, all test images",
+    "kdad_localization_auroc": "MKD compute_localization_auc: defective test images only, soft masks (RGB mean of "
+                               "the bilinear-resized mask), 3x3-cross opening, thresholds 0.000..0.999, pooled "
+                               "TPR/FPR, trapezoid AUC",
+}
+
+
+def test_maps(detector, config, dataset):
+    """Saliency maps (N, S, S) float32 and detection scores (N,) over ``dataset`` (gradients enabled inside)."""
+    detector.eval()
+
+    def run_batch(images):
+        maps, scores = detector(images)
+        return maps.numpy()[:, 0], scores.numpy()
+
+    return collect(run_batch, dataset, config.eval_batch_size, config.num_workers, "evaluate")
+
+
+def test_metrics(detector, config, dataset):
+    """``(metrics, notes, maps, scores)`` on a test dataset."""
+    maps, scores = test_maps(detector, config, dataset)
+    metrics, notes, _ = standard_metrics(dataset, scores, maps, protocols=("image_auroc", "pixel_auroc", "au_pro"))
+    labels = dataset.labels
+    if labels.min() != labels.max():
+        metrics["kdad_detection_auroc"] = kdad_detection_auroc(scores, labels == 1)
+    else:
+        metrics["kdad_detection_auroc"] = None
+        notes["kdad_detection_auroc"] = "needs good and defective test images"
+    defective = np.flatnonzero(labels == 1)
+    if dataset.has_masks and len(defective):
+        gt = soft_masks([dataset.samples[i] for i in defective], maps.shape[-1])
+        try:
+            metrics["kdad_localization_auroc"] = kdad_localization_auroc(maps[defective], gt)
+        except ValueError as exc:  # e.g. masks that cover every pixel or none
+            metrics["kdad_localization_auroc"] = None
+            notes["kdad_localization_auroc"] = str(exc)
+    else:
+        metrics["kdad_localization_auroc"] = None
+        notes["kdad_localization_auroc"] = "needs defective test images with masks"
+    return metrics, notes, maps, scores
+
+
+def evaluate(detector, config, thresholds, cls, data_dir, output_dir, pictures_dir=None):
+    """Evaluate on the test set of ``cls``, write ``OUTPUT_DIR/results/KDAD_CLASS.json``, return the metrics."""
+    start = time.time()
+    dataset = test_dataset(config, data_dir, cls)
+    metrics, notes, maps, scores = test_metrics(detector, config, dataset)
+    if pictures_dir:
+        save_test_pictures(dataset, maps, scores, thresholds, pictures_dir)
+    write_results(results_dir(output_dir), config.method_name, cls, metrics, PROTOCOLS, to_dict(config),
+                  seconds=time.time() - start, threshold=summary(thresholds), notes=notes_list(notes))
+    return metrics

@@ -1,0 +1,193 @@
+"""Training of KDAD/MKD for one class, as the official ``train.py``: Adam over the cloner, the VGG16 expert frozen.
+
+The official loop is ``for epoch in range(num_epochs + 1)``: ``num_epochs: 601`` runs 602 passes (epochs 0..601).
+The model kept is the one after the last epoch. The official code evaluates on the test set every 10 epochs and the
+earlier Paddle port kept the test-set-best ``best_model`` (a selection on the test set); here ``eval_interval`` only
+logs those numbers (``train_log.jsonl``), it never chooses a checkpoint.
+
+Files per class (``OUTPUT_DIR/CLASS/``): ``kdad.pdparams`` (the final model), ``train_state.pdparams`` (cloner,
+optimiser, epochs done, NumPy RNG state that drives the shuffling; written atomically every ``save_interval``
+epochs, continued by ``--resume``), ``thresholds.json`` (for predict/infer) and ``train_log.jsonl``.
+"""
+import math
+import os
+import time
+import warnings
+
+import numpy as np
+import paddle
+from tqdm import tqdm
+
+from common import distributed
+from common.backbones import load_state_dict_strict
+from common.config import to_dict
+from common.errors import UserError
+from common.evaluation import collect
+from common.loader import Loader
+from common.results import atomic_save
+from common.thresholds import calibration_record, write_thresholds
+from common.training import TrainingLog, check_resume, load_state
+
+from . import checkpoint
+from .data import dataset, training_split
+from .loss import MseDirectionLoss
+from .model import trainable_parameters
+
+warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")
+
+TRAIN_STATE = "train_state.pdparams"
+TRAIN_LOG = "train_log.jsonl"
+MONITORING_LABEL = "test-set monitoring only (no model selection; the final model is the last epoch)"
+RESUME_MUST_MATCH = ("backbone", "backbone_weights", "cloner_config", "image_size", "batch_size", "lr", "lamda",
+                     "loss_form", "seed", "calibration_fraction")
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite."""
+
+
+def train(config, cls, data_dir, output_dir, resume=None):
+    """Train on the good training images of ``cls``; returns ``{"checkpoint", "final_loss", "seconds"}``.
+
+    ``resume``: None, ``"auto"`` (``OUTPUT_DIR/CLASS/train_state.pdparams``) or a path to a training state.
+    """
+    with paddle.utils.unique_name.guard():
+        return _train(config, cls, data_dir, output_dir, resume)
+
+
+def _train(config, cls, data_dir, output_dir, resume):
+    start_time = time.time()
+    rank, world = distributed.init()
+    out_dir = os.path.join(output_dir, cls)
+    train_samples, calibration_samples = training_split(config, data_dir, cls)
+    train_set = dataset(train_samples, config)
+    calibration_set = dataset(calibration_samples or train_samples, config)
+    test_set = None
+    if config.eval_interval:
+        from .data import test_dataset
+
+        test_set = test_dataset(config, data_dir, cls)
+
+    network = checkpoint.build_network(config)
+    # official: optim.Adam(model.parameters(), lr=learning_rate) over the cloner only (betas/eps are torch's)
+    optimizer = paddle.optimizer.Adam(learning_rate=config.lr, beta1=0.9, beta2=0.999, epsilon=1e-8,
+                                      parameters=trainable_parameters(network.cloner))
+    criterion = MseDirectionLoss(config.lamda, config.loss_form)
+    total = config.total_epochs
+    epochs_done = _resume(network, optimizer, config, out_dir, resume, cls) if resume else 0
+    main = rank == 0
+    if main:
+        print(f"[{cls}] training KDAD (cloner {config.cloner_config}, {config.image_size} px) on "
+              f"{len(train_samples)} images, {len(calibration_samples)} held out for thresholds; epochs "
+              f"{epochs_done}..{config.num_epochs}" + (f"; {world} processes" if world > 1 else ""))
+    log = TrainingLog(os.path.join(out_dir, TRAIN_LOG), "epoch")
+    if main:
+        os.makedirs(out_dir, exist_ok=True)
+        log.trim(epochs_done - 1)  # the log counts epochs from 0, as the official prints
+    if world > 1:
+        sharded = distributed.ShardedBatches(len(train_set), config.batch_size, rank, world, shuffle=True)
+        loader = Loader(train_set, batch_sampler=sharded, num_workers=config.num_workers)
+    else:
+        loader = Loader(train_set, config.batch_size, shuffle=True, num_workers=config.num_workers)
+    parallel = distributed.data_parallel(network.cloner)
+    epoch_loss = float("nan")
+    for epoch in range(epochs_done, total):  # official epoch numbers 0..num_epochs
+        epoch_loss = _train_epoch(network, parallel, criterion, optimizer, loader, config, epoch, cls)
+        done = epoch + 1
+        if not main:
+            continue
+        record = {"epoch": epoch, "loss": epoch_loss}
+        if done % config.save_interval == 0 or done == total:
+            state = _state_for_resume(network, optimizer, done, config)
+            atomic_save(lambda tmp, state=state: paddle.save(state, tmp), os.path.join(out_dir, TRAIN_STATE))
+        if test_set is not None and epoch % config.eval_interval == 0:
+            from .evaluate import test_metrics
+
+            network.eval()
+            record["test_metrics"] = {"label": MONITORING_LABEL,
+                                      **test_metrics(checkpoint.make_detector(network, config), config,
+                                                     test_set)[0]}
+            print(f"[{cls}] epoch {epoch} {MONITORING_LABEL}: {record['test_metrics']}")
+        log.append(record)
+        print(f"[{cls}] epoch [{epoch}/{config.num_epochs}] loss {epoch_loss:.6f}")
+
+    network.eval()
+    if not main:
+        distributed.barrier()
+        return {"checkpoint": os.path.join(out_dir, checkpoint.CHECKPOINT), "final_loss": epoch_loss,
+                "seconds": time.time() - start_time}
+    path = checkpoint.save(os.path.join(out_dir, checkpoint.CHECKPOINT), network, config, total)
+    thresholds = calibrate(checkpoint.make_detector(network, config), calibration_set, config,
+                           held_out=bool(calibration_samples))
+    write_thresholds(out_dir, thresholds)
+    seconds = time.time() - start_time
+    print(f"[{cls}] saved {path}; image threshold {thresholds['image_threshold']:.4f} ({thresholds['source']}); "
+          f"{seconds:.1f} s")
+    distributed.barrier()
+    return {"checkpoint": path, "final_loss": epoch_loss, "seconds": seconds}
+
+
+def calibrate(detector, calibration_set, config, held_out):
+    """Thresholds from the saliency maps and scores of good images (what predict and infer compute)."""
+    detector.eval()
+
+    def run_batch(images):
+        maps, scores = detector(images)
+        return maps.numpy()[:, 0], scores.numpy()
+
+    maps, scores = collect(run_batch, calibration_set, config.eval_batch_size, config.num_workers, "calibrate")
+    return calibration_record(scores, maps, calibration_set.samples, held_out, config.image_quantile,
+                              config.pixel_quantile)
+
+
+def _train_epoch(network, parallel, criterion, optimizer, loader, config, epoch, cls):
+    """One epoch (expert in eval mode, cloner in train mode: BatchNorm with batch statistics); mean loss."""
+    network.train()  # the expert stays in eval mode (frozen layer)
+    losses = []
+    steps = len(loader)
+    main = distributed.is_main_process()
+    bar = tqdm(loader, total=steps, desc=f"[{cls}] epoch {epoch}/{config.num_epochs}", leave=False,
+               dynamic_ncols=True, disable=None if main else True)
+    for step, batch in enumerate(bar, start=1):
+        x = batch[0]
+        with paddle.no_grad():
+            expert_taps = network.expert(x)  # frozen: no graph needed
+        loss = criterion(expert_taps, parallel(x))
+        value = distributed.mean_over_processes(float(loss))
+        if not math.isfinite(value):
+            bar.close()
+            raise TrainingDiverged(
+                f"training stopped: loss is {value} at epoch {epoch}, step {step} (lr {config.lr}); "
+                "lower --lr, check the input images, or --resume from the last saved state")
+        optimizer.clear_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(value)
+        bar.set_postfix(loss=f"{value:.4f}")
+        if main and step % config.print_steps == 0:
+            bar.write(f"[{cls}] epoch {epoch} step {step}/{steps} loss {value:.6f}")
+    bar.close()
+    return float(np.mean(losses))
+
+
+# -- resumable state -----------------------------------------------------------------------------------------------
+def _state_for_resume(network, optimizer, epochs_done, config):
+    state = {"cloner": network.cloner.state_dict(), "optimizer": optimizer.state_dict(),
+             "epochs_done": int(epochs_done), "numpy_rng": np.random.get_state(), "config": to_dict(config)}
+    if config.backbone_weights in (None, "random"):
+        state["expert"] = network.expert.state_dict()
+    return state
+
+
+def _resume(network, optimizer, config, out_dir, resume, cls):
+    """Load the training state named by ``resume``; returns the number of passes done."""
+    path = os.path.join(out_dir, TRAIN_STATE) if resume == "auto" else resume
+    state = load_state(path, "training state (--resume)")
+    epochs_done = check_resume(state, config, RESUME_MUST_MATCH, path, "epochs_done", config.total_epochs)
+    load_state_dict_strict(network.cloner, state["cloner"])
+    if "expert" in state:
+        load_state_dict_strict(network.expert, state["expert"])
+    optimizer.set_state_dict(state["optimizer"])
+    np.random.set_state(state["numpy_rng"])
+    print(f"[{cls}] resuming from {path} after {epochs_done} passes (epochs 0..{epochs_done - 1})")
+    return epochs_done

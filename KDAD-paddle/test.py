@@ -1,0 +1,11 @@
+"""The earlier port's evaluation command: python test.py --config configs/config.yaml --dataset_root DIR
+--normal_class CLASS --model_path FILE. The model's own saved configuration is used, so --config is ignored."""
+import sys
+
+from common.commands import main
+
+if __name__ == "__main__":
+    if "--config" in sys.argv:  # the checkpoint carries the configuration it was trained with
+        index = sys.argv.index("--config")
+        del sys.argv[index:index + 2]
+    main("kdad", "eval")
