@@ -7,7 +7,8 @@ ONNX Runtime, OpenVINO), at batch 1 and 8, on the same threads, in one run.
 Detectors are built at their default sizes with random weights (speed does not depend on the weights) and exported
 with ``common.export.export_detector`` (Paddle graph + ONNX copy); every backend then scores the same random batch.
 A backend whose package is missing is reported as such. OrthoAD is measured with ResNet-18, k = 100: its WRN50
-k = 300 graph carries 1.5 GB of statistics, which ONNX files (protobuf, 2 GB limit) hold only barely.
+k = 300 graph carries 1.5 GB of statistics, which ONNX files (protobuf, 2 GB limit) hold only barely. KDAD's
+graph computes input gradients: it runs only in Paddle Inference without oneDNN (see KDAD-paddle/benchmark.py).
 """
 import argparse
 import os
@@ -57,7 +58,18 @@ def orthoad_detector():
             "OrthoAD R18 k100 256px")
 
 
-BUILDERS = {"rd4ad": rd4ad_detector, "orthoad": orthoad_detector}
+def efficientad_detector(model_size="small"):
+    sys.path.insert(0, os.path.join(REPO, "EfficientAD-paddle"))
+    from efficientad.config import Config
+    from efficientad.data import preprocess
+    from efficientad.detector import build_detector
+
+    config = Config(model_size=model_size, teacher_weights="random")
+    return build_detector(model_size), preprocess(config), f"EfficientAD-{model_size[0].upper()} 256px"
+
+
+BUILDERS = {"rd4ad": rd4ad_detector, "orthoad": orthoad_detector, "efficientad": efficientad_detector,
+            "efficientad_m": lambda: efficientad_detector("medium")}
 
 
 def images_per_second(run, x, repeats):

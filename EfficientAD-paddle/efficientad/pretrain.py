@@ -27,6 +27,7 @@ from common.loader import Loader
 from common.mvtec import image_paths
 from common.results import atomic_save
 from common.runtime import configure
+from common.training import adam
 
 from .checkpoint import build_pdn_for, pack_object, unpack_object
 from .config import Config
@@ -91,7 +92,7 @@ def distill_teacher(paths, config, output, steps, batch_size, norm_images, lr=1e
         out_channels=int(config.out_channels),
         backbone=ResNetFeatures(config.backbone, layers=PRETRAIN_LAYERS, weights=config.backbone_weights))
     pdn = build_pdn_for(config, int(config.out_channels), padding=True)
-    optimizer = paddle.optimizer.Adam(learning_rate=lr, weight_decay=weight_decay, parameters=pdn.parameters())
+    optimizer = adam(pdn.parameters(), lr, weight_decay=weight_decay)
     stream = grayscale_stream(len(paths), seed, PRETRAIN_GRAYSCALE)
     done = 0
     if resume and os.path.isfile(state_path):

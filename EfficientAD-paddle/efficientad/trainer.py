@@ -28,7 +28,7 @@ from common.evaluation import collect
 from common.loader import Loader
 from common.results import atomic_save
 from common.thresholds import calibration_record, write_thresholds
-from common.training import TrainingLog, check_resume, load_state
+from common.training import TrainingLog, adam, check_resume, load_state
 
 from . import checkpoint
 from .checkpoint import pack_object, unpack_object
@@ -61,9 +61,7 @@ def lr_schedule(config):
 def build_optimizer(detector, config):
     """``(Adam over student + autoencoder with coupled L2 weight decay, its StepLR)``."""
     scheduler = lr_schedule(config)
-    optimizer = paddle.optimizer.Adam(learning_rate=scheduler, beta1=0.9, beta2=0.999, epsilon=1e-8,
-                                      weight_decay=config.weight_decay,
-                                      parameters=detector.trainable_parameters())
+    optimizer = adam(detector.trainable_parameters(), scheduler, weight_decay=config.weight_decay)
     return optimizer, scheduler
 
 

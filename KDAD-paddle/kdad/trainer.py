@@ -26,7 +26,7 @@ from common.evaluation import collect
 from common.loader import Loader
 from common.results import atomic_save
 from common.thresholds import calibration_record, write_thresholds
-from common.training import TrainingLog, check_resume, load_state
+from common.training import TrainingLog, adam, check_resume, load_state
 
 from . import checkpoint
 from .data import dataset, training_split
@@ -70,8 +70,7 @@ def _train(config, cls, data_dir, output_dir, resume):
 
     network = checkpoint.build_network(config)
     # official: optim.Adam(model.parameters(), lr=learning_rate) over the cloner only (betas/eps are torch's)
-    optimizer = paddle.optimizer.Adam(learning_rate=config.lr, beta1=0.9, beta2=0.999, epsilon=1e-8,
-                                      parameters=trainable_parameters(network.cloner))
+    optimizer = adam(trainable_parameters(network.cloner), config.lr)
     criterion = MseDirectionLoss(config.lamda, config.loss_form)
     total = config.total_epochs
     epochs_done = _resume(network, optimizer, config, out_dir, resume, cls) if resume else 0

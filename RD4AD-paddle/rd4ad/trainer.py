@@ -21,7 +21,7 @@ from common.evaluation import collect
 from common.loader import Loader
 from common.results import atomic_save
 from common.thresholds import calibration_record, write_thresholds
-from common.training import TrainingLog, check_resume, load_state
+from common.training import TrainingLog, adam, check_resume, load_state
 
 from . import checkpoint
 from .data import dataset, training_split
@@ -69,8 +69,7 @@ def _train(config, cls, data_dir, output_dir, resume):
         test_set = test_dataset(config, data_dir, cls)
 
     model = ReverseDistillation(config.backbone, config.backbone_weights)
-    optimizer = paddle.optimizer.Adam(learning_rate=config.lr, beta1=config.beta1, beta2=config.beta2,
-                                      epsilon=1e-8, parameters=model.trainable_parameters())
+    optimizer = adam(model.trainable_parameters(), config.lr, config.beta1, config.beta2)
     first_epoch = _resume(model, optimizer, config, out_dir, resume, cls) if resume else 0
     main = rank == 0  # in a data-parallel run only the first process writes and prints
     if main:
