@@ -21,3 +21,12 @@ def random_split(samples, validation_fraction=0.1, seed=42):
     train = [s for i, s in enumerate(samples) if i not in val_idx]
     val = [s for i, s in enumerate(samples) if i in val_idx]
     return train, val
+
+
+def calibration_split(samples, fraction, seed):
+    """``(train, calibration)``: every sample for training and none held out when ``fraction`` is 0 (what the
+    official codes do), else a seeded hold-out of ``fraction`` that calibrates the thresholds of predict/infer."""
+    samples = list(samples)
+    if not fraction:
+        return samples, []
+    return random_split(samples, validation_fraction=float(fraction), seed=int(seed))

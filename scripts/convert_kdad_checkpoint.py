@@ -18,32 +18,9 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 sys.path.insert(0, os.path.join(REPO_ROOT, "KDAD-paddle"))
 
-from common.backbones import convert_torchvision_state_dict  # noqa: E402
-from common.errors import UserError, main_guard  # noqa: E402
-from common.results import atomic_save  # noqa: E402
+from convert_torch_weights import convert_file, torch_load  # noqa: E402 - beside this script
+from common.errors import main_guard  # noqa: E402
 from kdad.checkpoint import CHECKPOINT, save_official  # noqa: E402
-
-
-def torch_load(path):
-    """``torch.load(weights_only=True)`` -> the same nesting with NumPy arrays."""
-    import torch
-
-    if not os.path.isfile(path):
-        raise UserError(f"file not found: {path}")
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch.load raises many types for a foreign or damaged file
-        raise UserError(f"cannot load {path} with torch.load(weights_only=True): "
-                        f"{' '.join(str(exc).split())[:300]}") from None
-
-    def to_numpy(value):
-        if isinstance(value, dict):
-            return {k: to_numpy(v) for k, v in value.items()}
-        if isinstance(value, torch.Tensor):
-            return value.detach().cpu().numpy()
-        return value
-
-    return to_numpy(loaded)
 
 
 def build_parser():
@@ -64,7 +41,6 @@ def build_parser():
 
 
 def run(argv=None):
-    import paddle
 
     args = build_parser().parse_args(argv)
     official = torch_load(args.ckpt)
@@ -73,9 +49,7 @@ def run(argv=None):
     weights = args.backbone_weights
     if args.expert:
         weights = os.path.abspath(args.expert_out or os.path.join(args.output_dir, "vgg16_torchvision.pdparams"))
-        state = torch_load(args.expert)
-        converted = convert_torchvision_state_dict(state, "vgg16")
-        atomic_save(lambda tmp: paddle.save(converted, tmp), weights)
+        convert_file(args.expert, weights, "vgg16")
         print(f"expert: {args.expert} -> {weights}")
     out = os.path.join(args.output_dir, args.cls, CHECKPOINT)
     os.makedirs(os.path.dirname(out), exist_ok=True)

@@ -20,45 +20,11 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 sys.path.insert(0, os.path.join(REPO_ROOT, "RD4AD-paddle"))
 
-from common.backbones import check_arch, convert_torchvision_state_dict  # noqa: E402
-from common.errors import UserError, main_guard  # noqa: E402
-from common.results import atomic_save  # noqa: E402
+from common.backbones import check_arch  # noqa: E402
+from convert_torch_weights import convert_file, torch_load  # noqa: E402 - beside this script
+from common.errors import main_guard  # noqa: E402
 from rd4ad.checkpoint import CHECKPOINT, save_official  # noqa: E402
 from rd4ad.model import BACKBONES  # noqa: E402
-
-
-def torch_load(path):
-    """``torch.load`` (tensors only) -> the same nesting with NumPy arrays."""
-    import torch
-
-    if not os.path.isfile(path):
-        raise UserError(f"file not found: {path}")
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch.load raises many types for a foreign or damaged file
-        raise UserError(f"cannot load {path} with torch.load(weights_only=True): "
-                        f"{' '.join(str(exc).split())[:300]}") from None
-
-    def to_numpy(value):
-        if isinstance(value, dict):
-            return {k: to_numpy(v) for k, v in value.items()}
-        if isinstance(value, torch.Tensor):
-            return value.detach().cpu().numpy()
-        return value
-
-    return to_numpy(loaded)
-
-
-def convert_teacher(src, dst, backbone):
-    """torchvision ImageNet ``.pth`` -> paddle.vision ``.pdparams`` at ``dst``; returns ``dst``."""
-    import paddle
-
-    state = torch_load(src)
-    if isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    converted = convert_torchvision_state_dict(state, backbone)
-    atomic_save(lambda tmp: paddle.save(converted, tmp), dst)
-    return dst
 
 
 def build_parser():
@@ -87,7 +53,7 @@ def main(argv=None):
     if args.teacher:
         teacher_out = args.teacher_out or os.path.join(os.path.dirname(os.path.abspath(dst)),
                                                        f"{args.backbone}_torchvision.pdparams")
-        weights = os.path.abspath(convert_teacher(args.teacher, teacher_out, args.backbone))
+        weights = os.path.abspath(convert_file(args.teacher, teacher_out, args.backbone))
         print(f"teacher: {args.teacher} -> {weights}")
     save_official(torch_load(args.ckpt), dst, args.backbone, weights, source=args.ckpt, image_size=args.image_size)
     print(f"checkpoint: {args.ckpt} -> {dst} (teacher weights: {weights})")

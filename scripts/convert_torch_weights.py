@@ -69,23 +69,51 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def torch_load(path):
+    """``torch.load(weights_only=True)`` of any nesting of dicts and tensors -> the same nesting with NumPy arrays
+    (official checkpoints such as RD4AD's ``{'bn': ..., 'decoder': ...}``)."""
+    import torch
+
+    if not os.path.isfile(path):
+        raise UserError(f"file not found: {path}")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch.load raises many types for a foreign or damaged file
+        raise UserError(f"cannot load {path} with torch.load(weights_only=True): "
+                        f"{' '.join(str(exc).split())[:300]}") from None
+
+    def to_numpy(value):
+        if isinstance(value, dict):
+            return {k: to_numpy(v) for k, v in value.items()}
+        if isinstance(value, torch.Tensor):
+            return value.detach().cpu().numpy()
+        return value
+
+    return to_numpy(loaded)
+
+
+def convert_file(src, dst, arch):
+    """torchvision ``.pth`` of ``arch`` -> a checked paddle.vision ``.pdparams`` at ``dst``; returns ``dst``."""
+    check_arch(arch)
+    if not dst.endswith(".pdparams"):
+        raise UserError(f"the converted file must end with .pdparams, got {dst}")
+    configure("cpu")
+    state_dict = convert_torchvision_state_dict(load_torch_state_dict(src), arch)
+    model = build_backbone(arch, weights=None)
+    try:
+        load_state_dict_strict(model, state_dict)
+    except UserError as exc:
+        raise UserError(f"{src} is not a torchvision {arch} checkpoint: {exc}") from None
+    save_atomically(model.state_dict(), dst)
+    print(f"wrote {dst} ({len(state_dict)} tensors, {arch})")
+    return dst
+
+
 @main_guard
 def main(argv=None):
     """Convert ``--src`` into ``--dst`` for ``--arch``; returns the output path."""
     args = parse_args(argv)
-    check_arch(args.arch)
-    if not args.dst.endswith(".pdparams"):
-        raise UserError(f"--dst must end with .pdparams, got {args.dst}")
-    configure("cpu")
-    state_dict = convert_torchvision_state_dict(load_torch_state_dict(args.src), args.arch)
-    model = build_backbone(args.arch, weights=None)
-    try:
-        load_state_dict_strict(model, state_dict)
-    except UserError as exc:
-        raise UserError(f"{args.src} is not a torchvision {args.arch} checkpoint: {exc}") from None
-    save_atomically(model.state_dict(), args.dst)
-    print(f"wrote {args.dst} ({len(state_dict)} tensors, {args.arch})")
-    return args.dst
+    return convert_file(args.src, args.dst, args.arch)
 
 
 if __name__ == "__main__":

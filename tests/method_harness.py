@@ -16,6 +16,7 @@ METHODS = {
     "rd4ad": ("RD4AD-paddle", "RD4AD"),
     "orthoad": ("OrthoAD-paddle", "OrthoAD"),
     "efficientad": ("EfficientAD-paddle", "EfficientAD"),
+    "kdad": ("KDAD-paddle", "KDAD"),
 }
 PACKAGE_MODULES = ("config", "data", "model", "loss", "detector", "trainer", "evaluate", "checkpoint")
 ENTRY_SCRIPTS = ("main.py", "train.py", "eval.py", "predict.py", "export_model.py", "infer.py")

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from common.mvtec import MVTecDataset, image_size, open_mask, test_samples, train_samples
-from common.splits import random_split
+from common.splits import calibration_split
 from common.transforms import Preprocess
 
 
@@ -19,12 +19,9 @@ def preprocess(config):
 
 
 def training_split(config, data_dir, cls):
-    """``(train, calibration)`` samples: all good training images and none held out when ``calibration_fraction``
-    is 0 (the official code), else a seeded hold-out for the thresholds."""
-    samples = train_samples(data_dir, cls)
-    if not config.calibration_fraction:
-        return samples, []
-    return random_split(samples, validation_fraction=float(config.calibration_fraction), seed=int(config.seed))
+    """``(train, calibration)`` samples: all good training images for training and none held out when
+    ``calibration_fraction`` is 0 (the official code), else a seeded hold-out for the thresholds."""
+    return calibration_split(train_samples(data_dir, cls), config.calibration_fraction, config.seed)
 
 
 def dataset(samples, config):

@@ -4,7 +4,7 @@ Official ``dataset.py``/``test.py``: PIL bilinear resize to a square (the Center
 ImageNet normalisation, no augmentation; masks resized bilinearly as 8-bit images and binarised at 0.5.
 """
 from common.mvtec import MVTecDataset, test_samples, train_samples
-from common.splits import random_split
+from common.splits import calibration_split
 from common.transforms import Preprocess
 
 
@@ -14,12 +14,9 @@ def preprocess(config):
 
 
 def training_split(config, data_dir, cls):
-    """``(train, calibration)`` samples: every good training image for training and none held out when
+    """``(train, calibration)`` samples: all good training images for training and none held out when
     ``calibration_fraction`` is 0 (the official code), else a seeded hold-out for the thresholds."""
-    samples = train_samples(data_dir, cls)
-    if not config.calibration_fraction:
-        return samples, []
-    return random_split(samples, validation_fraction=float(config.calibration_fraction), seed=int(config.seed))
+    return calibration_split(train_samples(data_dir, cls), config.calibration_fraction, config.seed)
 
 
 def dataset(samples, config):
