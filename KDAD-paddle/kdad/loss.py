@@ -46,8 +46,10 @@ def tap_terms(expert, cloner):
     ``direction = 1 - <c, e> / (max(|c|, eps) * max(|e|, eps))`` (torch's cosine similarity, which clamps each
     norm at eps); ``value = mean over C*H*W of (c - e)^2``.
     """
-    e = paddle.flatten(expert, start_axis=1).astype("float64")
-    c = paddle.flatten(cloner, start_axis=1).astype("float64")
+    # reshape, not flatten: in a graph run by Paddle Inference with oneDNN (3.3.1), flatten followed by a cast
+    # to float64 reads a oneDNN-blocked tensor in the wrong element order and the terms come out wrong.
+    e = paddle.reshape(expert, [0, -1]).astype("float64")
+    c = paddle.reshape(cloner, [0, -1]).astype("float64")
     dot = paddle.sum(c * e, axis=1)
     norm_c = paddle.clip(paddle.sqrt(paddle.sum(c * c, axis=1)), min=COSINE_EPS)
     norm_e = paddle.clip(paddle.sqrt(paddle.sum(e * e, axis=1)), min=COSINE_EPS)
