@@ -7,7 +7,9 @@ Paddle dygraph against the same step in PyTorch.
 
 Weights are random (speed does not depend on them). The PyTorch networks and step are the reference statements of
 ``tests/test_efficientad_reference.py`` (nelson1425 ``common.py`` / ``efficientad.py``); torch is never imported by
-the rest of this folder.
+the rest of this folder. Both training steps run without a penalty image (the default ``penalty_dir``), as the
+reference does when it has no ImageNet path; ``paddle_train_step_ms`` and ``torch_train_step_ms`` time them alone
+(``scripts/benchmark_training.py`` calls them).
 """
 import argparse
 import importlib.util
@@ -43,9 +45,6 @@ def paddle_benchmarks(size, args, x):
 
     from common.inference import Predictor, export_static
     from efficientad.detector import build_detector
-    from efficientad.trainer import train_step
-    from efficientad.config import Config
-    from efficientad.trainer import build_optimizer
 
     paddle.seed(0)
     detector = build_detector(size)
@@ -61,13 +60,74 @@ def paddle_benchmarks(size, args, x):
         predictor = Predictor(folder, threads=args.threads, use_mkldnn=True)
         results["paddle_inference_onednn_ms"] = 1000 * timed(lambda: predictor.run(x), args.warmup,
                                                              args.iterations)
+    results["paddle_train_step_ms"] = paddle_train_step_ms(size, x, max(2, args.iterations // 4))
+    return results
+
+
+def paddle_train_step_ms(size, x, steps):
+    """Milliseconds per iteration of the trainer's loop (``efficientad.trainer.train_step``: all loss terms,
+    backward, the trainer's Adam and StepLR) on the batch ``x`` and its row-flipped copy as the augmented image;
+    median of ``steps`` after one warm-up."""
+    import paddle
+
+    from common.frozen import FrozenForward
+    from efficientad.config import Config
+    from efficientad.detector import build_detector
+    from efficientad.trainer import build_optimizer, train_step
+
+    paddle.seed(0)
+    detector = build_detector(size)
     detector.train()
     optimizer, scheduler = build_optimizer(detector, Config(model_size=size))
-    image_ae = paddle.to_tensor(x[:, :, ::-1].copy())
-    results["paddle_train_step_ms"] = 1000 * timed(
-        lambda: float(train_step(detector, optimizer, scheduler, tensor, image_ae).total), 1,
-        max(2, args.iterations // 4))
-    return results
+    teacher = FrozenForward(detector.teacher, tuple(x.shape[1:]))  # as efficientad/trainer.py
+    image_st, image_ae = paddle.to_tensor(x), paddle.to_tensor(x[:, :, ::-1].copy())
+    return 1000 * timed(lambda: float(train_step(detector, optimizer, scheduler, image_st, image_ae,
+                                                 teacher=teacher).total), 1, steps)
+
+
+def _torch_reference():
+    spec = importlib.util.spec_from_file_location("efficientad_reference",
+                                                  os.path.join(TESTS_DIR, "test_efficientad_reference.py"))
+    sys.path.insert(0, TESTS_DIR)
+    reference = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reference)
+    return reference
+
+
+def _torch_networks(reference, size):
+    """Teacher, student and autoencoder of ``size`` in eval mode, with random weights."""
+    build = reference.torch_pdn_small if size == "small" else reference.torch_pdn_medium
+    return build(384).eval(), build(768).eval(), reference.torch_autoencoder(384).eval()
+
+
+def torch_train_step_ms(size, x, steps, threads):
+    """Milliseconds per iteration of the reference loop in PyTorch eager (nelson1425 ``efficientad.py``: Adam over
+    student + autoencoder, lr 1e-4, weight decay 1e-5, StepLR) on the same images; median of ``steps`` after one
+    warm-up."""
+    import torch
+
+    reference = _torch_reference()
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    teacher, student, autoencoder = _torch_networks(reference, size)
+    mean, std = torch.zeros(1, 384, 1, 1), torch.ones(1, 384, 1, 1)
+    student.train()
+    autoencoder.train()
+    optimizer = torch.optim.Adam(list(student.parameters()) + list(autoencoder.parameters()), lr=1e-4,
+                                 weight_decay=1e-5)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=66500, gamma=0.1)
+    image_st, image_ae = torch.from_numpy(x), torch.from_numpy(x[:, :, ::-1].copy())
+
+    def step():
+        loss = reference.torch_train_terms(teacher, student, autoencoder, mean, std, image_st, image_ae, None,
+                                           384)["total"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        return float(loss.detach())
+
+    return 1000 * timed(step, 1, steps)
 
 
 def torch_benchmarks(size, args, x):
@@ -75,15 +135,10 @@ def torch_benchmarks(size, args, x):
         import torch
     except ImportError:
         return {}
-    spec = importlib.util.spec_from_file_location("efficientad_reference",
-                                                  os.path.join(TESTS_DIR, "test_efficientad_reference.py"))
-    sys.path.insert(0, TESTS_DIR)
-    reference = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(reference)
+    reference = _torch_reference()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    build = reference.torch_pdn_small if size == "small" else reference.torch_pdn_medium
-    teacher, student, autoencoder = build(384).eval(), build(768).eval(), reference.torch_autoencoder(384).eval()
+    teacher, student, autoencoder = _torch_networks(reference, size)
     mean, std = torch.zeros(1, 384, 1, 1), torch.ones(1, 384, 1, 1)
     image = torch.from_numpy(x)
     q = (0.0, 0.1, 0.0, 0.1)
@@ -96,21 +151,7 @@ def torch_benchmarks(size, args, x):
             return upsampled.amax(dim=(1, 2, 3)).numpy()
 
     results = {"torch_eager_infer_ms": 1000 * timed(infer, args.warmup, args.iterations)}
-    student.train()
-    autoencoder.train()
-    optimizer = torch.optim.Adam(list(student.parameters()) + list(autoencoder.parameters()), lr=1e-4,
-                                 weight_decay=1e-5)
-    image_ae = torch.from_numpy(x[:, :, ::-1].copy())
-
-    def step():
-        terms = reference.torch_train_terms(teacher, student, autoencoder, mean, std, image, image_ae, image, 384)
-        loss = terms["total"] - terms["penalty"]   # the same step without a penalty image (as the Paddle timing)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        return float(loss.detach())
-
-    results["torch_train_step_ms"] = 1000 * timed(step, 1, max(2, args.iterations // 4))
+    results["torch_train_step_ms"] = torch_train_step_ms(size, x, max(2, args.iterations // 4), args.threads)
     return results
 
 

@@ -6,7 +6,8 @@ and PyTorch eager on the same architecture when torch is installed.
 Weights are random (speed does not depend on them). Inference is the whole scoring path: teacher, OCBE, decoder,
 cosine maps, upsampling, sum, Gaussian smoothing and the maximum. A training step is forward, loss, backward and an
 Adam step. The PyTorch model is the reference of the official architecture in ``tests/test_rd4ad_reference.py``
-(teacher frozen, as here); torch is never imported by the rest of this folder.
+(teacher frozen, as here); torch is never imported by the rest of this folder. ``paddle_train_step_s`` and
+``torch_train_step_s`` time the training step alone (``scripts/benchmark_training.py`` calls them).
 """
 import argparse
 import importlib.util
@@ -42,29 +43,12 @@ def paddle_benchmarks(args, x_train, x_infer):
     from common.inference import Predictor, export_static
     from common.runtime import configure
     from rd4ad.detector import RD4ADDetector
-    from rd4ad.loss import distillation_loss
     from rd4ad.model import ReverseDistillation
 
     configure("cpu", args.threads, 0)
+    results = {"paddle_dygraph_train_step_s": paddle_train_step_s(args, x_train)}
     model = ReverseDistillation(args.backbone, "random")
     scorer = RD4ADDetector(model, args.image_size)
-    results = {}
-
-    optimizer = paddle.optimizer.Adam(learning_rate=0.005, beta1=0.5, beta2=0.999,
-                                      parameters=model.trainable_parameters())
-    batch = paddle.to_tensor(x_train)
-
-    def train_step():
-        model.train()
-        loss = distillation_loss(*model(batch))
-        optimizer.clear_grad()
-        loss.backward()
-        optimizer.step()
-        float(loss)
-
-    results["paddle_dygraph_train_step_s"] = timed(train_step, 1, args.train_steps)
-    optimizer.clear_grad()
-
     scorer.eval()
     images = paddle.to_tensor(x_infer)
 
@@ -85,6 +69,37 @@ def paddle_benchmarks(args, x_train, x_infer):
         seconds = timed(lambda: run_without_onednn(x_infer), 2, args.infer_iters)
         results["paddle_inference_no_onednn_images_per_s"] = len(x_infer) / seconds
     return results
+
+
+def paddle_train_step_s(args, x_train):
+    """Seconds per training step of ``main.py --mode train`` (forward, loss, backward, the trainer's Adam) on the
+    batch ``x_train``; mean of ``args.train_steps`` steps after one warm-up."""
+    import paddle
+
+    from common.frozen import FrozenForward
+    from common.training import adam
+    from rd4ad.config import Config
+    from rd4ad.loss import distillation_loss
+    from rd4ad.model import ReverseDistillation
+
+    config = Config(backbone=args.backbone, backbone_weights="random")
+    model = ReverseDistillation(config.backbone, config.backbone_weights)
+    optimizer = adam(model.trainable_parameters(), config.lr, config.beta1, config.beta2)  # as rd4ad/trainer.py
+    batch = paddle.to_tensor(x_train)
+    model.train()
+    # as rd4ad/trainer.py: the frozen teacher in Paddle Inference with oneDNN, outside autograd
+    teacher = FrozenForward(model.teacher, tuple(x_train.shape[1:]), threads=args.threads)
+
+    def train_step():
+        loss = distillation_loss(*model(None, teacher(batch)), config.loss)
+        optimizer.clear_grad()
+        loss.backward()
+        optimizer.step()
+        float(loss)
+
+    seconds = timed(train_step, 1, args.train_steps)
+    optimizer.clear_grad()
+    return seconds
 
 
 def plain_cpu_predictor(folder, threads):
@@ -122,25 +137,8 @@ def torch_benchmarks(args, x_train, x_infer):
     from common.postprocess import gaussian_kernel1d, reflect_indices
 
     torch.set_num_threads(args.threads)
+    results = {"torch_eager_train_step_s": torch_train_step_s(args, x_train)}
     teacher, ocbe, decoder = reference.build_torch_reference(args.backbone, seed=0)
-    for param in teacher.parameters():
-        param.requires_grad_(False)
-    results = {}
-    optimizer = torch.optim.Adam(list(decoder.parameters()) + list(ocbe.parameters()), lr=0.005,
-                                 betas=(0.5, 0.999))
-    batch = torch.from_numpy(x_train)
-
-    def train_step():
-        ocbe.train()
-        decoder.train()
-        features = teacher(batch)
-        loss = reference.torch_flattened_loss(features, decoder(ocbe(features)))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        loss.item()
-
-    results["torch_eager_train_step_s"] = timed(train_step, 1, args.train_steps)
 
     kernel = torch.from_numpy(gaussian_kernel1d(4.0).astype(np.float32))
     radius = (len(kernel) - 1) // 2
@@ -163,6 +161,35 @@ def torch_benchmarks(args, x_train, x_infer):
     results["torch_eager_infer_images_per_s"] = len(x_infer) / timed(infer, 2, args.infer_iters)
     results["torch_version"] = torch.__version__
     return results
+
+
+def torch_train_step_s(args, x_train):
+    """Seconds per training step of the official ``main.py`` in PyTorch eager (teacher frozen; Adam over OCBE and
+    decoder, lr 0.005, betas (0.5, 0.999)) on the same batch; mean of ``args.train_steps`` steps after one warm-up."""
+    import torch
+
+    sys.path.insert(0, TESTS_DIR)
+    import test_rd4ad_reference as reference
+
+    torch.set_num_threads(args.threads)
+    teacher, ocbe, decoder = reference.build_torch_reference(args.backbone, seed=0)
+    for param in teacher.parameters():
+        param.requires_grad_(False)
+    optimizer = torch.optim.Adam(list(decoder.parameters()) + list(ocbe.parameters()), lr=0.005,
+                                 betas=(0.5, 0.999))
+    batch = torch.from_numpy(x_train)
+    ocbe.train()
+    decoder.train()
+
+    def train_step():
+        features = teacher(batch)
+        loss = reference.torch_flattened_loss(features, decoder(ocbe(features)))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        loss.item()
+
+    return timed(train_step, 1, args.train_steps)
 
 
 def report(results, args):

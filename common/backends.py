@@ -63,7 +63,7 @@ def export_onnx(model_file, params_file, folder):
     """Convert the exported Paddle graph to ``FOLDER/inference.onnx`` with paddle2onnx; returns its path.
 
     The conversion runs in a child process: paddle2onnx aborts the whole process (SIGABRT) on an operator it cannot
-    convert (e.g. the gradient ops of KDAD's saliency graph), which here becomes one ``UserError`` line instead.
+    convert (e.g. a gradient operator such as conv2d_grad), which here becomes one ``UserError`` line instead.
     """
     import subprocess
     import sys

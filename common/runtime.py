@@ -23,15 +23,25 @@ def default_threads():
     return os.cpu_count() or 1
 
 
+_threads_set = None  # what set_threads last chose, for predictors created later in the run
+
+
 def set_threads(threads=None):
     """Set the CPU thread count of Paddle's math libraries; returns the number used."""
+    global _threads_set
     from paddle.base import core
 
     threads = int(threads or default_threads())
     if threads < 1:
         raise UserError(f"--threads must be at least 1, got {threads}")
     core.set_num_threads(threads)
+    _threads_set = threads
     return threads
+
+
+def current_threads():
+    """The thread count of the last :func:`set_threads` (or :func:`default_threads` before any)."""
+    return _threads_set or default_threads()
 
 
 def resolve_device(device):

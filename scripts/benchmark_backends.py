@@ -7,8 +7,8 @@ ONNX Runtime, OpenVINO), at batch 1 and 8, on the same threads, in one run.
 Detectors are built at their default sizes with random weights (speed does not depend on the weights) and exported
 with ``common.export.export_detector`` (Paddle graph + ONNX copy); every backend then scores the same random batch.
 A backend whose package is missing is reported as such. OrthoAD is measured with ResNet-18, k = 100: its WRN50
-k = 300 graph carries 1.5 GB of statistics, which ONNX files (protobuf, 2 GB limit) hold only barely. KDAD's
-graph computes input gradients: it runs only in Paddle Inference without oneDNN (see KDAD-paddle/benchmark.py).
+k = 300 graph carries 1.5 GB of statistics, which ONNX files (protobuf, 2 GB limit) hold only barely. KDAD's graph
+is its localisation (score and vanilla-gradient saliency map, the backward pass written with forward operators).
 """
 import argparse
 import os
@@ -68,8 +68,19 @@ def efficientad_detector(model_size="small"):
     return build_detector(model_size), preprocess(config), f"EfficientAD-{model_size[0].upper()} 256px"
 
 
+def kdad_detector():
+    sys.path.insert(0, os.path.join(REPO, "KDAD-paddle"))
+    from kdad import checkpoint
+    from kdad.config import Config
+    from kdad.data import preprocess
+
+    config = Config(backbone_weights="random")
+    return (checkpoint.make_detector(checkpoint.build_network(config), config), preprocess(config),
+            "KDAD VGG16 128px (vanilla)")
+
+
 BUILDERS = {"rd4ad": rd4ad_detector, "orthoad": orthoad_detector, "efficientad": efficientad_detector,
-            "efficientad_m": lambda: efficientad_detector("medium")}
+            "efficientad_m": lambda: efficientad_detector("medium"), "kdad": kdad_detector}
 
 
 def images_per_second(run, x, repeats):

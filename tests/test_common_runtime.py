@@ -203,6 +203,31 @@ def test_export_and_predictor_agree_with_dygraph(tmp_path, capsys, monkeypatch):
     assert "inference_time(ms)" in capsys.readouterr().out
 
 
+class _InputGradient(paddle.nn.Layer):
+    """A graph holding a gradient operator (conv2d_grad), which paddle2onnx cannot convert."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = paddle.nn.Conv2D(3, 4, 3, padding=1)
+
+    def forward(self, x):
+        x.stop_gradient = False
+        (gradient,) = paddle.grad([paddle.sum(paddle.square(self.conv(x)))], [x])
+        return gradient
+
+
+def test_onnx_conversion_failure_is_one_error_line(tmp_path):
+    pytest.importorskip("paddle2onnx")
+    from common.backends import export_onnx
+
+    paddle.seed(0)
+    export_static(_InputGradient(), [paddle.static.InputSpec([None, 3, 8, 8], "float32", "x")],
+                  str(tmp_path / "inference"))
+    with pytest.raises(UserError, match="paddle2onnx cannot convert the graph"):
+        export_onnx(*find_model_files(str(tmp_path)), str(tmp_path))
+    assert not [name for name in os.listdir(tmp_path) if name.endswith(".onnx")]  # nothing half-written
+
+
 def test_find_model_files_accepts_paddle2_names(tmp_path):
     (tmp_path / "inference.pdmodel").write_bytes(b"")
     (tmp_path / "inference.pdiparams").write_bytes(b"")
@@ -294,3 +319,43 @@ def test_resize_to_image_equals_torch_interpolate():
     reference = torch.nn.functional.interpolate(torch.from_numpy(amap)[None, None], size=(420, 300),
                                                 mode="bilinear", align_corners=False)[0, 0].numpy()
     np.testing.assert_allclose(ours, reference, atol=1e-5)
+
+
+class _TwoTaps(paddle.nn.Layer):
+    def __init__(self):
+        super().__init__()
+        self.first = paddle.nn.Conv2D(3, 8, 3, padding=1)
+        self.second = paddle.nn.Conv2D(8, 4, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        y = paddle.nn.functional.relu(self.first(x))
+        return [y, self.second(y)]
+
+
+def test_frozen_forward_runs_the_network_in_paddle_inference(capsys, monkeypatch):
+    from common import frozen
+
+    paddle.seed(0)
+    layer = _TwoTaps()
+    layer.eval()
+    x = paddle.to_tensor(np.random.default_rng(3).standard_normal((5, 3, 12, 12)).astype(np.float32))
+    fast = frozen.FrozenForward(layer, (3, 12, 12), threads=2)
+    assert fast.predictor is not None
+    got = fast(x)
+    with paddle.no_grad():
+        want = layer(x)
+    assert isinstance(got, list) and len(got) == 2 and all(g.stop_gradient for g in got)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-5, atol=1e-5 * float(w.abs().max()))
+    np.testing.assert_array_equal(fast(x)[1].numpy(), got[1].numpy())  # deterministic
+    # the network itself is untouched: still a dygraph layer that records gradients
+    x.stop_gradient = False
+    assert not layer(x)[1].stop_gradient
+    single = frozen.FrozenForward(layer.first, (3, 12, 12), threads=2)
+    assert isinstance(single(x), paddle.Tensor)
+    # a copy that disagrees with the network is dropped with a note, and the dygraph network runs instead
+    monkeypatch.setattr(frozen, "AGREEMENT_RTOL", -1.0)
+    fallback = frozen.FrozenForward(layer, (3, 12, 12), threads=2)
+    assert fallback.predictor is None and "running it in dygraph" in capsys.readouterr().out
+    np.testing.assert_array_equal(fallback(x)[1].numpy(), want[1].numpy())

@@ -174,3 +174,52 @@ def test_trains_with_two_processes_and_one_writer(tmp_path):
     assert (out / "bottle" / checkpoint.CHECKPOINT).is_file() and (out / "bottle" / "thresholds.json").is_file()
     worker_logs = "".join(p.read_text() for p in (tmp_path / "logs").iterdir() if p.is_file())
     assert "2 processes" in worker_logs
+
+
+def _network_with_random_batchnorm(dtype):
+    paddle.seed(0)
+    network = KDADNetwork(expert_weights=None)
+    rng = np.random.default_rng(0)
+    for layer in network.cloner.sublayers():
+        if isinstance(layer, paddle.nn.BatchNorm2D):  # statistics and affine away from 0 / 1, so that they count
+            channels = layer.weight.shape[0]
+            layer._mean.set_value(rng.normal(0, 0.1, channels).astype(np.float32))
+            layer._variance.set_value(rng.uniform(0.5, 1.5, channels).astype(np.float32))
+            layer.weight.set_value(rng.uniform(0.5, 1.5, channels).astype(np.float32))
+            layer.bias.set_value(rng.normal(0, 0.1, channels).astype(np.float32))
+    network.eval()
+    network.to(dtype=dtype)
+    return network
+
+
+@pytest.mark.parametrize("loss_form", ["code", "paper", "direction"])
+def test_input_gradient_from_forward_ops_equals_autograd(loss_form):
+    """The detector's backward (transposed convolutions, masks, BN scale, analytic loss gradient) against
+    paddle.grad of the same per-image scores, in float64 so that ReLU/max-pool near-ties cannot flip."""
+    from kdad.detector import KDADDetector
+
+    network = _network_with_random_batchnorm("float64")
+    detector = KDADDetector(network, image_size=32, loss_form=loss_form)
+    x = paddle.to_tensor(np.random.default_rng(1).random((3, 3, 32, 32)))
+    with paddle.no_grad():  # no autograd is needed
+        gradients, scores = detector.input_gradients(x)
+    leaf = x.detach()
+    leaf.stop_gradient = False
+    (expected,) = paddle.grad([paddle.sum(detector._scores64(*network(leaf)))], [leaf])
+    np.testing.assert_allclose(gradients.numpy(), expected.numpy(), rtol=0, atol=1e-10 * np.abs(expected.numpy()).max())
+    np.testing.assert_allclose(scores.numpy(), detector.scores(x).numpy(), rtol=1e-6)
+
+
+def test_max_pool_gradient_goes_to_the_first_maximum_of_a_tie():
+    from kdad.model import max_pool_input_gradient
+
+    x = paddle.to_tensor(np.array([[[[1.0, 3.0, 2.0, 2.0], [3.0, 0.0, 2.0, 2.0], [0.0, 0.0, 5.0, 1.0],
+                                     [0.0, 0.0, 1.0, 1.0]]]], np.float32))
+    leaf = x.detach()
+    leaf.stop_gradient = False
+    pooled = paddle.nn.functional.max_pool2d(leaf, 2, 2)
+    upstream = paddle.to_tensor(np.array([[[[10.0, 20.0], [30.0, 40.0]]]], np.float32))
+    (expected,) = paddle.grad([pooled], [leaf], grad_outputs=[upstream])
+    got = max_pool_input_gradient(upstream, x, pooled.detach())
+    np.testing.assert_array_equal(got.numpy(), expected.numpy())
+    assert got.numpy()[0, 0, 0, 1] == 10 and got.numpy()[0, 0, 1, 0] == 0  # the tie 3 / 3: first in row order

@@ -112,16 +112,25 @@ class TrainingLosses:
         return {n: float(getattr(self, n)) for n in names if getattr(self, n) is not None}
 
 
-def training_losses(detector, image_st, image_ae, image_penalty=None, q=HARD_QUANTILE):
+def training_losses(detector, image_st, image_ae, image_penalty=None, q=HARD_QUANTILE, teacher=None):
     """All loss terms of one iteration of nelson1425's training loop, for an :class:`EfficientADDetector`.
 
     ``image_st``: training images (N, 3, 256, 256); ``image_ae``: the same images colour-jittered (the
     autoencoder branch); ``image_penalty``: an ImageNet batch or None. The teacher runs without gradient; the
-    student runs once per image batch (three times with a penalty image), as in the reference.
+    student runs once per image batch (three times with a penalty image), as in the reference. ``teacher``: what
+    runs the frozen teacher network (training passes a ``common.frozen.FrozenForward`` of it); default: the
+    detector's teacher under ``paddle.no_grad()``.
     """
     channels = detector.out_channels
-    with paddle.no_grad():
-        teacher_st = detector.normalized_teacher(image_st)
+    if teacher is None:
+        def teacher(images):
+            with paddle.no_grad():
+                return detector.teacher(images)
+
+    def normalized_teacher(images):
+        return (teacher(images) - detector.teacher_mean) / detector.teacher_std
+
+    teacher_st = normalized_teacher(image_st)
     student_st = detector.student(image_st)[:, :channels]
     hard, d_hard, hard_count = hard_feature_loss(teacher_st, student_st, q)
     if image_penalty is not None:
@@ -132,8 +141,7 @@ def training_losses(detector, image_st, image_ae, image_penalty=None, q=HARD_QUA
         loss_st = hard
 
     ae_output = detector.autoencoder(image_ae)
-    with paddle.no_grad():
-        teacher_ae = detector.normalized_teacher(image_ae)
+    teacher_ae = normalized_teacher(image_ae)
     student_ae = detector.student(image_ae)[:, channels:]
     loss_ae = autoencoder_loss(teacher_ae, ae_output)
     loss_stae = student_autoencoder_loss(ae_output, student_ae)

@@ -25,6 +25,7 @@ from common.backbones import load_state_dict_strict
 from common.config import to_dict
 from common.errors import UserError
 from common.evaluation import collect
+from common.frozen import FrozenForward
 from common.loader import Loader
 from common.results import atomic_save
 from common.thresholds import calibration_record, write_thresholds
@@ -65,9 +66,11 @@ def build_optimizer(detector, config):
     return optimizer, scheduler
 
 
-def train_step(detector, optimizer, scheduler, image_st, image_ae, image_penalty=None, q=0.999):
-    """One iteration of the reference loop: all loss terms, backward, Adam step, StepLR step; returns the terms."""
-    losses = training_losses(detector, image_st, image_ae, image_penalty, q)
+def train_step(detector, optimizer, scheduler, image_st, image_ae, image_penalty=None, q=0.999, teacher=None):
+    """One iteration of the reference loop: all loss terms, backward, Adam step, StepLR step; returns the terms.
+
+    ``teacher``: what runs the frozen teacher (see :func:`efficientad.loss.training_losses`)."""
+    losses = training_losses(detector, image_st, image_ae, image_penalty, q, teacher)
     optimizer.clear_grad()
     losses.total.backward()
     optimizer.step()
@@ -124,13 +127,15 @@ def _train(config, cls, data_dir, output_dir, resume):
         test_set = test_dataset(config, data_dir, cls)
 
     detector.train()
+    # the frozen teacher runs as a Paddle Inference graph with oneDNN, outside autograd
+    teacher = FrozenForward(detector.teacher, (3, config.image_size, config.image_size))
     bar = tqdm(total=config.train_steps, initial=done, desc=f"[{cls}] train", dynamic_ncols=True, disable=None)
     value = float("nan")
     while done < config.train_steps:
         chunk = min(config.train_steps - done, config.save_interval - done % config.save_interval)
         for image_st, image_ae, image_penalty in _training_batches(train_paths, penalty, streams, chunk, config):
             losses = train_step(detector, optimizer, scheduler, image_st, image_ae, image_penalty,
-                                config.hard_quantile)
+                                config.hard_quantile, teacher)
             value = float(losses.total)
             if not math.isfinite(value):
                 bar.close()

@@ -29,7 +29,8 @@ from paddle import nn
 
 from common.postprocess import GaussianBlur
 
-from .loss import DEFAULT_LAMDA, combine_terms, per_image_terms, SCORE_TAPS
+from .loss import DEFAULT_LAMDA, SCORE_TAPS, combine_terms, per_image_terms, tap_gradients
+from .model import chain_input_gradient, run_chain
 
 METHODS = ("vanilla", "smoothgrad", "gbp")
 SMOOTHGRAD_NOISE = ("official", "corrected")
@@ -112,11 +113,6 @@ class KDADDetector(nn.Layer):
     (tests); the map is float32 either way.
     """
 
-    # The exported graph holds the backward ops (conv2d_grad, pool2d_grad, ...); Paddle Inference with oneDNN refuses
-    # them (Paddle 3.3.1: "is_test attribute should be set to False in training phase", onednn_reuse.h:1669 /
-    # conv_handler.h:300), so common.export records use_mkldnn False and infer.py runs the graph without oneDNN.
-    use_mkldnn = False
-
     def __init__(self, network, lamda=DEFAULT_LAMDA, method="vanilla", image_size=128, sigma=SALIENCY_SIGMA,
                  smoothgrad_samples=SMOOTHGRAD_SAMPLES, smoothgrad_noise_level=SMOOTHGRAD_NOISE_LEVEL,
                  smoothgrad_noise="official", loss_form="code"):
@@ -150,44 +146,26 @@ class KDADDetector(nn.Layer):
     def input_gradients(self, x, guided=False):
         """``(gradients (N, 3, S, S), scores (N,))``: each image's loss gradient w.r.t. itself, and the loss.
 
-        ``guided=True`` backpropagates through the cloner's ReLUs as guided backprop (official GBP hooks the
-        cloner only): the expert's part of the gradient is the plain one, the cloner's part comes from
-        :meth:`kdad.model.Cloner.guided_backward`. Works inside ``paddle.no_grad()`` too.
+        The backward pass is written out with forward operators (:func:`kdad.model.chain_input_gradient`), so no
+        autograd is involved: it runs under ``paddle.no_grad()``, exports without gradient operators, and runs
+        under Paddle Inference with oneDNN and in ONNX runtimes. ``guided=True`` backpropagates through the
+        cloner's ReLUs as guided backprop (official GBP hooks the cloner only); the expert's part is plain.
         """
         self._check_eval()
-        if paddle.in_dynamic_mode():
-            with paddle.set_grad_enabled(True):
-                return self._input_gradients(x, guided)
-        return self._input_gradients(x, guided)
-
-    def _input_gradients(self, x, guided):
-        # detach() keeps the caller's tensor untouched in dygraph; under paddle.jit.to_static it must not be
-        # used: the static gradient w.r.t. a detached input comes out wrong without any error (Paddle 3.3.1:
-        # here the whole expert branch was missing).
-        if paddle.in_dynamic_mode():
-            x = x.detach()
-        x.stop_gradient = False
-        expert_taps = self.network.expert(x)
-        cloner_taps, cloner_outputs = self.network.cloner.traced(x)
+        expert, cloner = self.network.expert, self.network.cloner
+        expert_outputs = run_chain(expert.features, x)
+        cloner_outputs = run_chain(cloner.features, x, cloner.taps[-1] + 1)
+        expert_taps = [expert_outputs[index] for index in expert.taps]
+        cloner_taps = [cloner_outputs[index] for index in cloner.taps]
         scores = self._scores64(expert_taps, cloner_taps)
-        if not guided:
-            (gradients,) = paddle.grad([paddle.sum(scores)], [x])
-            return gradients, scores.astype("float32")
-        # Guided backprop needs the loss's *partial* gradient at each tap (a tap's total derivative would also
-        # count the paths through the later taps with ordinary ReLUs). Tap k's term depends on the taps of tap k
-        # only, so its own gradient at those taps is that partial.
-        direction, value = per_image_terms(expert_taps, cloner_taps, SCORE_TAPS)
-        expert_partials, cloner_partials = [], [None] * len(cloner_taps)
-        for column, tap in enumerate(SCORE_TAPS):
-            term = combine_terms(direction[:, column:column + 1], value[:, column:column + 1], self.lamda,
-                                 self.loss_form)
-            at_expert, at_cloner = paddle.grad([paddle.sum(term)], [expert_taps[tap], cloner_taps[tap]],
-                                               retain_graph=True)
-            expert_partials.append(at_expert)
-            cloner_partials[tap] = at_cloner
-        (through_expert,) = paddle.grad([expert_taps[tap] for tap in SCORE_TAPS], [x],
-                                        grad_outputs=expert_partials, retain_graph=True)
-        through_cloner = self.network.cloner.guided_backward(x, cloner_outputs, cloner_partials)
+        # Each score tap's term depends on that tap's outputs only, so its gradient there is the loss's partial
+        # derivative at the tap, which is what the chain backward takes.
+        to_expert, to_cloner = {}, {}
+        for tap in SCORE_TAPS:
+            to_expert[expert.taps[tap]], to_cloner[cloner.taps[tap]] = tap_gradients(
+                expert_taps[tap], cloner_taps[tap], self.lamda, self.loss_form)
+        through_expert = chain_input_gradient(expert.features, x, expert_outputs, to_expert)
+        through_cloner = chain_input_gradient(cloner.features, x, cloner_outputs, to_cloner, guided=guided)
         return through_expert + through_cloner, scores.astype("float32")
 
     def saliency(self, x, noise=None):
@@ -205,7 +183,7 @@ class KDADDetector(nn.Layer):
         return self._smoothgrad(x, noise)
 
     def _smoothgrad(self, x, noise):
-        scores = self.scores(x.detach())
+        scores = self.scores(x)
         std = smoothgrad_std(x, self.smoothgrad_noise_level, self.smoothgrad_noise)
         samples = self.smoothgrad_samples if noise is None else noise.shape[0]
         total = None

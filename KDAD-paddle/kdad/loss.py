@@ -20,6 +20,8 @@ Reductions are done in float64: ``1 - cos`` of two well-aligned float32 maps los
 cancellation in float32, and the official numbers come from float32 GPU sums whose error is below that of a
 float64 computation anyway. Results come back in the taps' dtype (float32 normally).
 """
+import math
+
 import paddle
 
 FORMS = ("code", "paper", "direction")
@@ -87,6 +89,46 @@ def detection_scores(expert_taps, cloner_taps, lamda=DEFAULT_LAMDA, form="code")
     """
     direction, value = per_image_terms(expert_taps, cloner_taps, SCORE_TAPS)
     return combine_terms(direction, value, lamda, form).astype(cloner_taps[0].dtype)
+
+
+FORM_WEIGHTS = {"code": lambda lamda: (1.0, lamda), "paper": lambda lamda: (lamda, 1.0),
+                "direction": lambda lamda: (1.0, 0.0)}
+
+
+@paddle.jit.not_to_static
+def tap_gradients(expert, cloner, lamda=DEFAULT_LAMDA, form="code"):
+    """``(d/d expert, d/d cloner)`` of the per-image ``w_d * direction + w_v * value`` of one tap, in the taps' dtype.
+
+    ``(w_d, w_v)`` are the weights ``form`` gives the terms (``code``: 1, lamda). With ``n_c = max(|c|, eps)``,
+    ``n_e = max(|e|, eps)`` and ``p`` = C*H*W: ``d direction / dc = -e / (n_c n_e) + [|c| > eps] <c, e> c / (n_c^3 n_e)``
+    (and the same with c and e swapped), ``d value / dc = 2 (c - e) / p = -d value / de``. Computed in float64
+    like the terms, for the same reason (cancellation when the cloner follows the expert closely). This is the
+    analytic start of :func:`kdad.model.chain_input_gradient`; the tests check it against autograd.
+    """
+    weight_direction, weight_value = FORM_WEIGHTS[form](lamda)
+    shape = [-1] + list(cloner.shape[1:])
+    elements = math.prod(shape[1:])  # from the 4-D shape: after reshape([0, -1]) a static graph has -1 there
+    e = paddle.reshape(expert, [0, -1]).astype("float64")
+    c = paddle.reshape(cloner, [0, -1]).astype("float64")
+    dot = paddle.sum(c * e, axis=1, keepdim=True)
+    length_c = paddle.sqrt(paddle.sum(c * c, axis=1, keepdim=True))
+    length_e = paddle.sqrt(paddle.sum(e * e, axis=1, keepdim=True))
+    norm_c, norm_e = paddle.clip(length_c, min=COSINE_EPS), paddle.clip(length_e, min=COSINE_EPS)
+    # The weights enter as (1, 1) tensors, not as Python numbers: Paddle Inference's oneDNN pass
+    # operator_scale_onednn_fuse_pass folds a `scale` op (tensor * number) into the preceding elementwise op, and
+    # the float64 (non-oneDNN) kernel then ignores it (3.3.1: the expert's gradient came out 78x too large); and
+    # number / tensor becomes full_batch_size_like, which paddle2onnx 2.1 cannot convert.
+    inverse = paddle.reciprocal(norm_c * norm_e) * paddle.full([1, 1], weight_direction, dtype="float64")
+    # the clipped norm is a constant: its length term then has no derivative
+    along_c = (length_c > COSINE_EPS).astype("float64") * dot * inverse / (norm_c * norm_c)
+    along_e = (length_e > COSINE_EPS).astype("float64") * dot * inverse / (norm_e * norm_e)
+    to_cloner = along_c * c - inverse * e
+    to_expert = along_e * e - inverse * c
+    if weight_value:
+        difference = (c - e) * paddle.full([1, 1], 2.0 * weight_value / elements, dtype="float64")
+        to_cloner, to_expert = to_cloner + difference, to_expert - difference
+    return (paddle.reshape(to_expert.astype(expert.dtype), shape),
+            paddle.reshape(to_cloner.astype(cloner.dtype), shape))
 
 
 class MseDirectionLoss(paddle.nn.Layer):

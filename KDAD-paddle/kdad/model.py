@@ -107,48 +107,93 @@ class Cloner(nn.Layer):
             raise ValueError(f"taps must be increasing module indices below {len(self.features)}, got {taps}")
 
     def forward(self, x):
-        return self.traced(x)[0]
+        outputs = run_chain(self.features, x, self.taps[-1] + 1)
+        return [outputs[index] for index in self.taps]
 
-    def traced(self, x):
-        """``(taps, outputs)``: the tapped outputs and the output of every module up to the last tap."""
-        taps, outputs = [], []
-        # a list, not the children() generator, so that paddle.jit.to_static unrolls the loop
-        for index, module in enumerate(list(self.features.children())[: self.taps[-1] + 1]):
-            x = module(x)
-            outputs.append(x)
-            if index in self.taps:
-                taps.append(x)
-        return taps, outputs
 
-    def guided_backward(self, x, outputs, tap_gradients):
-        """Guided-backprop gradient w.r.t. ``x`` of a loss whose partial gradients at the taps are ``tap_gradients``.
+def run_chain(features, x, count=None):
+    """The outputs of the first ``count`` (default: all) modules of the Sequential ``features`` on ``x``, in order."""
+    outputs = []
+    # a list, not the children() generator, so that paddle.jit.to_static unrolls the loop
+    for module in list(features.children())[:count]:
+        x = module(x)
+        outputs.append(x)
+    return outputs
 
-        ``outputs`` are the module outputs of :meth:`traced` on ``x`` (``x.stop_gradient`` False), and
-        ``tap_gradients`` lists one gradient (or None) per tap: the loss's partial derivative at that tap, not
-        its total derivative (which would include the paths through later taps).
 
-        Reproduces the official ``GuidedBackprop``: every ReLU of the cloner passes back
-        ``1[y > 0] * max(grad_out, 0)`` (its input gradient, already masked by ``1[y > 0]``, clamped at 0 and
-        masked again); convolutions, BatchNorm and max-pools backpropagate normally (``paddle.grad`` through
-        each module). The backward is written out module by module instead
-        of a ``PyLayer`` ReLU because ``paddle.jit.save`` aborts on a PyLayer that saves a tensor for
-        backward (Paddle 3.3.1).
-        """
-        pending = {tap: g for tap, g in zip(self.taps, tap_gradients) if g is not None}
-        modules = list(self.features.children())
-        gradient = None
-        for index in range(len(outputs) - 1, -1, -1):
-            if index in pending:
-                gradient = pending[index] if gradient is None else gradient + pending[index]
-            if gradient is None:
-                continue
-            module, output = modules[index], outputs[index]
-            if isinstance(module, nn.ReLU):
-                gradient = F.relu(gradient) * (output > 0).astype(gradient.dtype)
-            else:
-                module_input = x if index == 0 else outputs[index - 1]
-                (gradient,) = paddle.grad([output], [module_input], grad_outputs=[gradient], retain_graph=True)
-        return gradient
+# The input gradient is written out with forward operators (a transposed convolution for a convolution's backward,
+# masks for ReLU and max-pool, a scale for BatchNorm) instead of autograd. An exported graph then holds no
+# gradient operator: Paddle Inference runs it with oneDNN (its conv2d_grad/pool2d_grad kernels refuse oneDNN in
+# 3.3.1: "is_test attribute should be set to False in training phase"), and paddle2onnx converts it (it has no
+# gradient operators). The tests check it against paddle.grad and against torch autograd of the official code.
+def chain_input_gradient(features, x, outputs, tap_gradients, guided=False):
+    """Gradient w.r.t. ``x`` of a loss whose partial gradients at some module outputs are ``tap_gradients``.
+
+    ``outputs``: :func:`run_chain` of ``features`` on ``x``; ``tap_gradients``: ``{module index: gradient}``, the
+    loss's *partial* derivative at that module's output (not its total derivative, which would include the paths
+    through later taps). ``guided=True`` is guided backprop (the official ``GuidedBackprop``): every ReLU passes
+    back ``1[y > 0] * max(grad_out, 0)``. BatchNorm must be in eval mode (a fixed affine map).
+    """
+    modules = list(features.children())
+    gradient = None
+    for index in range(len(outputs) - 1, -1, -1):
+        if index in tap_gradients:
+            gradient = tap_gradients[index] if gradient is None else gradient + tap_gradients[index]
+        if gradient is None:
+            continue
+        module, output = modules[index], outputs[index]
+        module_input = x if index == 0 else outputs[index - 1]
+        gradient = module_input_gradient(module, gradient, module_input, output, guided)
+    return gradient
+
+
+def module_input_gradient(module, gradient, module_input, output, guided=False):
+    """Gradient at ``module``'s input from the ``gradient`` at its ``output``, for the modules of VGG chains."""
+    if isinstance(module, nn.ReLU):
+        # torch and Paddle give a ReLU's input gradient 0 at 0; guided backprop also drops negative gradients
+        passed = F.relu(gradient) if guided else gradient
+        return passed * (output > 0).astype(gradient.dtype)
+    if isinstance(module, nn.Conv2D):
+        if list(module._stride) != [1, 1] or list(module._dilation) != [1, 1] or module._groups != 1 \
+                or module._padding_mode != "zeros" or module._data_format != "NCHW":
+            raise ValueError("chain_input_gradient handles stride-1, undilated, ungrouped, zero-padded NCHW convolutions only")
+        return F.conv2d_transpose(gradient, module.weight, stride=1, padding=module._padding)
+    if isinstance(module, nn.BatchNorm2D):
+        if module.training:
+            raise ValueError("chain_input_gradient needs BatchNorm in eval mode")
+        scale = module.weight / paddle.sqrt(module._variance + module._epsilon)
+        return gradient * scale.astype(gradient.dtype).reshape([1, -1, 1, 1])
+    if isinstance(module, nn.MaxPool2D):
+        if (module.ksize, module.stride, module.padding, module.ceil_mode) not in ((2, 2, 0, False), ([2, 2], [2, 2], 0, False)):
+            raise ValueError("chain_input_gradient handles 2x2, stride-2, unpadded max-pools only")
+        return max_pool_input_gradient(gradient, module_input, output)
+    raise TypeError(f"no input gradient for {type(module).__name__}")
+
+
+def max_pool_input_gradient(gradient, pool_input, pool_output):
+    """Input gradient of a 2x2, stride-2 max-pool: each window's gradient goes to its maximum.
+
+    On ties the first maximum in row-major order takes it, as Paddle's and torch's CPU kernels do. The four
+    window positions are gathered by strided slices and scattered back by ``pixel_shuffle``.
+    """
+    channels, height, width = pool_output.shape[1], pool_output.shape[2], pool_output.shape[3]
+    parts, taken = [], None
+    for row, column in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        window = pool_input[:, :, row:2 * height:2, column:2 * width:2]
+        hit = (window == pool_output).astype(gradient.dtype)
+        if taken is None:
+            taken = hit
+        else:
+            hit = hit * (1.0 - taken)
+            taken = taken + hit
+        parts.append(gradient * hit)
+    # (N, C, 4, h, w) -> (N, 4C, h, w): channel 4c + 2*row + column, which pixel_shuffle puts at (2i+row, 2j+column)
+    stacked = paddle.reshape(paddle.stack(parts, axis=2), [0, 4 * channels, height, width])
+    scattered = F.pixel_shuffle(stacked, 2)
+    pad_rows, pad_columns = pool_input.shape[2] - 2 * height, pool_input.shape[3] - 2 * width
+    if pad_rows or pad_columns:  # an odd size: the last row/column was not pooled
+        scattered = F.pad(scattered, [0, pad_columns, 0, pad_rows])
+    return scattered
 
 
 class KDADNetwork(nn.Layer):

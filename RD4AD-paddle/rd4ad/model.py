@@ -225,8 +225,11 @@ class ReverseDistillation(nn.Layer):
         self.teacher.eval()
         return self
 
-    def forward(self, x):
-        teacher_features = self.teacher(x)
+    def forward(self, x, teacher_features=None):
+        """``teacher_features``: the teacher's output on ``x`` when computed elsewhere (training runs the frozen
+        teacher through ``common.frozen.FrozenForward``); ``x`` is then not used."""
+        if teacher_features is None:
+            teacher_features = self.teacher(x)
         student_features = self.decoder(self.bn(teacher_features))
         return teacher_features, student_features
 

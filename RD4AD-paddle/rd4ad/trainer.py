@@ -17,6 +17,7 @@ from tqdm import tqdm
 from common import distributed
 from common.backbones import load_state_dict_strict
 from common.errors import UserError
+from common.frozen import FrozenForward
 from common.evaluation import collect
 from common.loader import Loader
 from common.results import atomic_save
@@ -86,10 +87,13 @@ def _train(config, cls, data_dir, output_dir, resume):
     else:
         loader = Loader(train_set, config.batch_size, shuffle=True, num_workers=config.num_workers)
     network = distributed.data_parallel(model)
+    # the frozen teacher runs as a Paddle Inference graph with oneDNN, outside autograd (the official code lets
+    # gradients reach it but never applies them, so no number changes)
+    teacher = FrozenForward(model.teacher, (3, config.image_size, config.image_size))
     detector = RD4ADDetector(model, config.image_size, config.sigma)
     epoch_loss = float("nan")
     for epoch in range(first_epoch + 1, config.epochs + 1):
-        epoch_loss = _train_epoch(model, network, optimizer, loader, config, epoch, cls)
+        epoch_loss = _train_epoch(model, teacher, network, optimizer, loader, config, epoch, cls)
         if not main:
             continue
         record = {"epoch": epoch, "loss": epoch_loss}
@@ -133,7 +137,7 @@ def calibrate(detector, calibration_set, config, held_out):
                               config.pixel_quantile)
 
 
-def _train_epoch(model, network, optimizer, loader, config, epoch, cls):
+def _train_epoch(model, teacher, network, optimizer, loader, config, epoch, cls):
     """One epoch (teacher in eval mode, OCBE and decoder in train mode); returns the mean loss.
 
     ``network`` is ``model`` itself, or its ``paddle.DataParallel`` wrapper in a multi-process run (gradients
@@ -146,7 +150,7 @@ def _train_epoch(model, network, optimizer, loader, config, epoch, cls):
     bar = tqdm(loader, total=steps, desc=f"[{cls}] epoch {epoch}/{config.epochs}", leave=False,
                dynamic_ncols=True, disable=None if main else True)  # no bar off a terminal or off rank 0
     for step, batch in enumerate(bar, start=1):
-        teacher_features, student_features = network(batch[0])
+        teacher_features, student_features = network(None, teacher(batch[0]))
         loss = distillation_loss(teacher_features, student_features, config.loss)
         value = distributed.mean_over_processes(float(loss))
         if not math.isfinite(value):
