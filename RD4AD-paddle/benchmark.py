@@ -77,21 +77,22 @@ def paddle_train_step_s(args, x_train):
     import paddle
 
     from common.frozen import FrozenForward
-    from common.training import adam
+    from common.training import adam, compiled
     from rd4ad.config import Config
-    from rd4ad.loss import distillation_loss
     from rd4ad.model import ReverseDistillation
+    from rd4ad.trainer import StudentLoss
 
     config = Config(backbone=args.backbone, backbone_weights="random")
     model = ReverseDistillation(config.backbone, config.backbone_weights)
     optimizer = adam(model.trainable_parameters(), config.lr, config.beta1, config.beta2)  # as rd4ad/trainer.py
     batch = paddle.to_tensor(x_train)
     model.train()
-    # as rd4ad/trainer.py: the frozen teacher in Paddle Inference with oneDNN, outside autograd
+    # as rd4ad/trainer.py: the frozen teacher in Paddle Inference with oneDNN, the rest compiled with oneDNN
     teacher = FrozenForward(model.teacher, tuple(x_train.shape[1:]), threads=args.threads)
+    step_loss = compiled(StudentLoss(model, config.loss))
 
     def train_step():
-        loss = distillation_loss(*model(None, teacher(batch)), config.loss)
+        loss = step_loss(*teacher(batch))
         optimizer.clear_grad()
         loss.backward()
         optimizer.step()

@@ -1,5 +1,5 @@
-"""Training glue every trained method shares: the optimiser, reading saved states with one-line errors, the checks
-of a resumed run, and the per-epoch (or per-step) JSON-lines training log."""
+"""Training glue every trained method shares: the optimiser, the compiled training step, reading saved states with
+one-line errors, the checks of a resumed run, and the per-epoch (or per-step) JSON-lines training log."""
 import json
 import os
 
@@ -17,6 +17,27 @@ def adam(parameters, learning_rate, beta1=0.9, beta2=0.999, epsilon=1e-8, weight
 
     return paddle.optimizer.Adam(learning_rate=learning_rate, beta1=beta1, beta2=beta2, epsilon=epsilon,
                                  weight_decay=weight_decay, parameters=parameters, use_multi_tensor=True)
+
+
+COMPILE_STEPS = True  # tests set False to compare with the plain dygraph step
+
+
+def compiled(layer):
+    """``layer`` (whose forward computes a training loss) as one static graph with oneDNN kernels on the CPU.
+
+    In dygraph, Paddle 3.3 runs CPU convolutions (forward and backward) on its own kernels; ``paddle.jit.to_static``
+    with ``FLAGS_use_mkldnn`` runs the whole step, backward included, through oneDNN. The flag changes nothing for
+    dygraph code or for Paddle Inference predictors (which choose for themselves). Parameters stay shared with the
+    layer, so optimisers, checkpoints and the dygraph evaluation see the same weights. Every op of the layer needs a
+    oneDNN training kernel where one exists for it (``conv2d_transpose`` has none: see RD4AD's ``Upsample2x2``).
+    """
+    import paddle
+
+    if not COMPILE_STEPS:
+        return layer
+    if paddle.get_device() == "cpu":
+        paddle.set_flags({"FLAGS_use_mkldnn": True})
+    return paddle.jit.to_static(layer, full_graph=True)
 
 
 def load_state(path, what="checkpoint"):

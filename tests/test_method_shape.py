@@ -118,10 +118,11 @@ FIRST_RECORD_IS_ONE_STEP = {"rd4ad": ("--batch_size", 16), "kdad": ("--batch_siz
 @pytest.mark.parametrize("package", sorted(FIRST_RECORD_IS_ONE_STEP))
 def test_frozen_networks_in_paddle_inference_give_the_plain_dygraph_losses(package, synthetic_root, tmp_path,
                                                                              monkeypatch):
-    """Training runs the frozen teacher/expert through common.frozen (Paddle Inference, oneDNN); the plain
-    dygraph path gives the same first-step loss (1e-5 relative; later steps drift apart at float32 rounding as
-    any two float32 computations of a training run do), and the default run does use Paddle Inference."""
-    from common import frozen
+    """Training runs the frozen teacher/expert through common.frozen (Paddle Inference, oneDNN) and, where a method
+    compiles its step (common.training.compiled), the rest as a static graph with oneDNN; the plain dygraph path
+    gives the same first-step loss (1e-5 relative; later steps drift apart at float32 rounding as any two float32
+    computations of a training run do), and the default run does use Paddle Inference."""
+    from common import frozen, training
 
     made = []
     original = frozen.FrozenForward.__init__
@@ -138,6 +139,7 @@ def test_frozen_networks_in_paddle_inference_give_the_plain_dygraph_losses(packa
     monkeypatch.setattr(frozen.FrozenForward, "__init__", recording)
     train_tiny(package, synthetic_root, str(tmp_path / "fast"), *FIRST_RECORD_IS_ONE_STEP[package])
     monkeypatch.setattr(frozen, "DEFAULT_BACKEND", "dygraph")
+    monkeypatch.setattr(training, "COMPILE_STEPS", False)
     train_tiny(package, synthetic_root, str(tmp_path / "plain"), *FIRST_RECORD_IS_ONE_STEP[package])
     assert made == [True, False]
     assert first_loss(tmp_path / "fast") == pytest.approx(first_loss(tmp_path / "plain"), rel=1e-5)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import paddle
 import paddle.nn as nn
+import paddle.nn.functional as F
 
 from common.backbones import ResNetFeatures, check_arch
 
@@ -51,9 +52,27 @@ def conv1x1(in_channels, out_channels, stride=1):
     return nn.Conv2D(in_channels, out_channels, 1, stride=stride, bias_attr=False)
 
 
+class Upsample2x2(nn.Conv2DTranspose):
+    """The decoder's upsampling: 2x2 transposed convolution with stride 2, no bias (official ``deconv2x2``).
+
+    Computed as the equal 1x1 convolution to 4x the channels followed by ``pixel_shuffle(2)``: the 2x2 windows of
+    a stride-2, 2x2 transposed convolution do not overlap, so output (o, 2i+a, 2j+b) is sum_c x(c, i, j) W(c, o, a, b),
+    which is channel 4o+2a+b of the 1x1 convolution. Paddle's oneDNN ``conv2d_transpose`` kernel runs for inference
+    only ("ConvTransposeOneDNN works only for inference", 3.3.1), so the compiled training step needs this form.
+    The parameter is the transposed convolution's own (same name, shape and initialisation).
+    """
+
+    def __init__(self, in_channels, out_channels):
+        super().__init__(in_channels, out_channels, 2, stride=2, bias_attr=False)
+
+    def forward(self, x):
+        in_channels, out_channels = self.weight.shape[0], self.weight.shape[1]
+        weight = paddle.reshape(paddle.transpose(self.weight, [1, 2, 3, 0]), [out_channels * 4, in_channels, 1, 1])
+        return F.pixel_shuffle(F.conv2d(x, weight), 2)
+
+
 def deconv2x2(in_channels, out_channels):
-    """The decoder's upsampling: 2x2 transposed convolution with stride 2, no bias."""
-    return nn.Conv2DTranspose(in_channels, out_channels, 2, stride=2, bias_attr=False)
+    return Upsample2x2(in_channels, out_channels)
 
 
 def init_official(layer):
@@ -225,13 +244,13 @@ class ReverseDistillation(nn.Layer):
         self.teacher.eval()
         return self
 
-    def forward(self, x, teacher_features=None):
-        """``teacher_features``: the teacher's output on ``x`` when computed elsewhere (training runs the frozen
-        teacher through ``common.frozen.FrozenForward``); ``x`` is then not used."""
-        if teacher_features is None:
-            teacher_features = self.teacher(x)
-        student_features = self.decoder(self.bn(teacher_features))
-        return teacher_features, student_features
+    def forward(self, x):
+        teacher_features = self.teacher(x)
+        return teacher_features, self.student(teacher_features)
+
+    def student(self, teacher_features):
+        """OCBE and decoder: the teacher's three maps -> the student's three maps."""
+        return self.decoder(self.bn(teacher_features))
 
     def trainable_parameters(self):
         """The parameters the official optimiser receives: decoder + OCBE (conv4/bn4 included; they get no grad)."""

@@ -17,12 +17,12 @@ from tqdm import tqdm
 from common import distributed
 from common.backbones import load_state_dict_strict
 from common.errors import UserError
-from common.frozen import FrozenForward
 from common.evaluation import collect
+from common.frozen import FrozenForward
 from common.loader import Loader
 from common.results import atomic_save
 from common.thresholds import calibration_record, write_thresholds
-from common.training import TrainingLog, adam, check_resume, load_state
+from common.training import TrainingLog, adam, check_resume, compiled, load_state
 
 from . import checkpoint
 from .data import dataset, training_split
@@ -86,14 +86,16 @@ def _train(config, cls, data_dir, output_dir, resume):
         loader = Loader(train_set, batch_sampler=sharded, num_workers=config.num_workers)
     else:
         loader = Loader(train_set, config.batch_size, shuffle=True, num_workers=config.num_workers)
-    network = distributed.data_parallel(model)
-    # the frozen teacher runs as a Paddle Inference graph with oneDNN, outside autograd (the official code lets
-    # gradients reach it but never applies them, so no number changes)
+    # The frozen teacher runs as a Paddle Inference graph with oneDNN, outside autograd (the official code lets
+    # gradients reach it but never applies them, so no number changes); OCBE + decoder + loss run as one compiled
+    # graph with oneDNN (one process) or in dygraph under DataParallel (several).
     teacher = FrozenForward(model.teacher, (3, config.image_size, config.image_size))
+    student_loss = StudentLoss(model, config.loss)
+    step_loss = distributed.data_parallel(student_loss) if world > 1 else compiled(student_loss)
     detector = RD4ADDetector(model, config.image_size, config.sigma)
     epoch_loss = float("nan")
     for epoch in range(first_epoch + 1, config.epochs + 1):
-        epoch_loss = _train_epoch(model, teacher, network, optimizer, loader, config, epoch, cls)
+        epoch_loss = _train_epoch(model, teacher, step_loss, optimizer, loader, config, epoch, cls)
         if not main:
             continue
         record = {"epoch": epoch, "loss": epoch_loss}
@@ -124,6 +126,18 @@ def _train(config, cls, data_dir, output_dir, resume):
     return {"checkpoint": path, "final_loss": epoch_loss, "seconds": seconds}
 
 
+class StudentLoss(paddle.nn.Layer):
+    """The trained part of a step: the teacher's three maps -> the student's -> the distillation loss."""
+
+    def __init__(self, model, kind):
+        super().__init__()
+        self.model, self.kind = model, kind
+
+    def forward(self, layer1, layer2, layer3):
+        features = [layer1, layer2, layer3]
+        return distillation_loss(features, self.model.student(features), self.kind)
+
+
 def calibrate(detector, calibration_set, config, held_out):
     """Thresholds from the maps of good images (GaussianBlur smoothing, exactly what predict and infer compute)."""
     detector.eval()
@@ -137,11 +151,12 @@ def calibrate(detector, calibration_set, config, held_out):
                               config.pixel_quantile)
 
 
-def _train_epoch(model, teacher, network, optimizer, loader, config, epoch, cls):
+def _train_epoch(model, teacher, step_loss, optimizer, loader, config, epoch, cls):
     """One epoch (teacher in eval mode, OCBE and decoder in train mode); returns the mean loss.
 
-    ``network`` is ``model`` itself, or its ``paddle.DataParallel`` wrapper in a multi-process run (gradients
-    averaged over the processes; the logged loss is the mean over them).
+    ``teacher`` maps images to the teacher's features; ``step_loss`` maps those to the loss (a compiled
+    :class:`StudentLoss`, or its ``paddle.DataParallel`` wrapper in a multi-process run: gradients averaged over
+    the processes, the logged loss the mean over them).
     """
     model.train()
     losses = []
@@ -150,8 +165,7 @@ def _train_epoch(model, teacher, network, optimizer, loader, config, epoch, cls)
     bar = tqdm(loader, total=steps, desc=f"[{cls}] epoch {epoch}/{config.epochs}", leave=False,
                dynamic_ncols=True, disable=None if main else True)  # no bar off a terminal or off rank 0
     for step, batch in enumerate(bar, start=1):
-        teacher_features, student_features = network(None, teacher(batch[0]))
-        loss = distillation_loss(teacher_features, student_features, config.loss)
+        loss = step_loss(*teacher(batch[0]))
         value = distributed.mean_over_processes(float(loss))
         if not math.isfinite(value):
             bar.close()
