@@ -58,23 +58,20 @@ def inputs(args):
 def paddle_benchmarks(args):
     import paddle
 
-    from common.frozen import FrozenForward
     from common.inference import Predictor, export_static
     from common.runtime import configure
-    from common.training import adam
     from kdad.detector import KDADDetector
-    from kdad.loss import MseDirectionLoss
-    from kdad.model import KDADNetwork, trainable_parameters
+    from kdad.model import KDADNetwork
 
     configure("cpu", args.threads, 0)
-    x_infer, x_train = inputs(args)
+    x_infer = inputs(args)[0]
     network = KDADNetwork(expert_weights=None)
     network.eval()
     detector = KDADDetector(network, lamda=LAMDA, image_size=args.image_size)
     detector.eval()
 
     class DetectionOnly(paddle.nn.Layer):
-        """The detection path alone (no gradient): images -> scores; it has no backward op, so oneDNN may run it."""
+        """The detection path alone: images -> scores (the exported detector computes the map as well)."""
 
         def __init__(self, detector):
             super().__init__()
@@ -101,23 +98,39 @@ def paddle_benchmarks(args):
                 results[f"paddle_inference_{task}_{name}_ms"] = 1000 * timed(lambda: predictor.run(x_infer),
                                                                              args.warmup, args.iterations)
 
+    results["paddle_train_step_s"] = paddle_train_step_s(args)
+    results["paddle_version"] = paddle.__version__
+    return results
+
+
+def paddle_train_step_s(args):
+    """Seconds per training step as ``main.py --mode train`` takes it: the frozen expert through
+    ``common.frozen.FrozenForward`` (Paddle Inference, oneDNN), the cloner forward/backward in dygraph, the trainer's
+    Adam; median of ``args.train_steps`` steps after one warm-up."""
+    import paddle
+
+    from common.frozen import FrozenForward
+    from common.runtime import configure
+    from common.training import adam
+    from kdad.loss import MseDirectionLoss
+    from kdad.model import KDADNetwork, trainable_parameters
+
+    configure("cpu", args.threads, 0)
+    network = KDADNetwork(expert_weights=None)
     network.train()
     optimizer = adam(trainable_parameters(network.cloner), 1e-3)
     criterion = MseDirectionLoss(LAMDA)
-    batch = paddle.to_tensor(x_train)
+    batch = paddle.to_tensor(inputs(args)[1])
     expert = FrozenForward(network.expert, (3, args.image_size, args.image_size), threads=args.threads)
 
     def train_step():
-        expert_taps = expert(batch)
-        loss = criterion(expert_taps, network.cloner(batch))
+        loss = criterion(expert(batch), network.cloner(batch))
         optimizer.clear_grad()
         loss.backward()
         optimizer.step()
         float(loss)
 
-    results["paddle_train_step_s"] = timed(train_step, 1, args.train_steps)
-    results["paddle_version"] = paddle.__version__
-    return results
+    return timed(train_step, 1, args.train_steps)
 
 
 # -- PyTorch ---------------------------------------------------------------------------------------------------
@@ -133,7 +146,7 @@ def torch_benchmarks(args):
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    x_infer, x_train = inputs(args)
+    x_infer = inputs(args)[0]
     vgg = TorchVGG16().features.eval()
     for param in vgg.parameters():  # frozen expert (official: not in the optimiser)
         param.requires_grad_(False)
@@ -171,9 +184,28 @@ def torch_benchmarks(args):
     results["torch_official_localization_ms"] = 1000 * timed(
         lambda: reference.official_gradients_localization(images, cloner, vgg, LAMDA), args.warmup, args.iterations)
 
-    cloner.train()
+    results["torch_eager_train_step_s"] = torch_train_step_s(args)
+    results["torch_version"] = torch.__version__
+    return results
+
+
+def torch_train_step_s(args):
+    """Seconds per step of the official ``train.py`` in PyTorch eager (expert under ``no_grad``, cloner in train
+    mode, ``MseDirectionLoss``, Adam 1e-3); median of ``args.train_steps`` steps after one warm-up."""
+    import torch
+
+    sys.path.insert(0, TESTS_DIR)
+    import test_kdad_reference as reference
+    from torch_reference import TorchVGG16
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    vgg = TorchVGG16().features.eval()
+    for param in vgg.parameters():
+        param.requires_grad_(False)
+    cloner = reference.OfficialCloner().train()
     optimizer = torch.optim.Adam(cloner.parameters(), lr=1e-3)
-    batch = torch.from_numpy(x_train)
+    batch = torch.from_numpy(inputs(args)[1])
 
     def train_step():
         with torch.no_grad():
@@ -184,9 +216,7 @@ def torch_benchmarks(args):
         optimizer.step()
         loss.item()
 
-    results["torch_eager_train_step_s"] = timed(train_step, 1, args.train_steps)
-    results["torch_version"] = torch.__version__
-    return results
+    return timed(train_step, 1, args.train_steps)
 
 
 # -- driver ----------------------------------------------------------------------------------------------------

@@ -100,15 +100,20 @@ def torch_map_normalization(loader, teacher, student, autoencoder, mean, std, ch
 
 
 def torch_train_terms(teacher, student, autoencoder, mean, std, image_st, image_ae, image_penalty, channels):
-    """One iteration of the reference training loop, returning every term."""
+    """One iteration of the reference training loop, returning every term (``penalty`` None without a penalty
+    image: the reference then skips that student pass)."""
     with torch.no_grad():
         teacher_st = (teacher(image_st) - mean) / std
     student_st = student(image_st)[:, :channels]
     distance_st = (teacher_st - student_st) ** 2
     d_hard = torch.quantile(distance_st, q=0.999)
     loss_hard = torch.mean(distance_st[distance_st >= d_hard])
-    loss_penalty = torch.mean(student(image_penalty)[:, :channels] ** 2)
-    loss_st = loss_hard + loss_penalty
+    if image_penalty is not None:
+        loss_penalty = torch.mean(student(image_penalty)[:, :channels] ** 2)
+        loss_st = loss_hard + loss_penalty
+    else:
+        loss_penalty = None
+        loss_st = loss_hard
     ae_output = autoencoder(image_ae)
     with torch.no_grad():
         teacher_ae = (teacher(image_ae) - mean) / std
@@ -363,6 +368,10 @@ def test_training_losses_match_torch(reduced_pair):
     assert without_penalty.penalty is None
     expected = float((reference["total"] - reference["penalty"]).detach())
     assert abs(float(without_penalty.total) - expected) <= 1e-6 * expected
+    reference_without = torch_train_terms(teacher, student, autoencoder, mean, std, torch.from_numpy(image_st),
+                                          torch.from_numpy(image_ae), None, 384)
+    assert reference_without["penalty"] is None
+    assert abs(float(without_penalty.total) - float(reference_without["total"].detach())) <= 1e-6 * expected
 
 
 def test_hard_loss_threshold_ties_match_torch():
