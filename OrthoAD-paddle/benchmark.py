@@ -6,6 +6,9 @@ Every measurement runs in a fresh child process so that its peak resident memory
 fit covers data loading, backbone, projection, streaming statistics and the Cholesky precision factors; the
 baseline is the child's resident memory after building the backbone, before the first batch. Inference times
 batch-1 calls after one warm-up call. Backbone weights do not change time or memory, so random weights are fine.
+
+``paddle_fit_s`` and ``torch_fit_s`` time the fit alone on images already in memory, against a PyTorch statement of
+the official jnhwkim/orthoad fit (``scripts/benchmark_training.py`` calls them).
 """
 import argparse
 import json
@@ -20,6 +23,7 @@ import time
 
 SETTINGS = (("wide_resnet50_2", 300), ("resnet18", 100))
 IMAGE_COUNTS = (50, 200)
+TESTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests")
 
 
 def _peak_mb():
@@ -59,6 +63,74 @@ def child_fit(args):
     print(json.dumps(report))
 
 
+def paddle_fit_s(arch, k, images, batch_size):
+    """Seconds of the fit ``main.py --mode train`` runs (``orthoad.trainer.fit_statistics``: embedding, streaming
+    statistics, precision factors) over ``images`` (N, 3, S, S) in batches, timed once after a warm-up batch through
+    the embedding; image decoding is left out (the PyTorch side has none either)."""
+    import paddle
+
+    from orthoad import checkpoint
+    from orthoad.config import Config
+    from orthoad.trainer import fit_statistics, projection_for
+
+    config = Config(backbone=arch, k=k, backbone_weights="random", batch_size=batch_size,
+                    image_size=int(images.shape[-1]))
+    embedder = checkpoint.build_embedder(config, projection_for(config))
+    batches = [[paddle.to_tensor(images[i:i + batch_size])] for i in range(0, len(images), batch_size)]
+    with paddle.no_grad():
+        embedder(batches[0][0]).numpy()
+    start = time.perf_counter()
+    fit_statistics(embedder, batches, config.grid ** 2, config.eps, config.unbiased, config.stats_dtype)
+    return time.perf_counter() - start
+
+
+def torch_fit_s(arch, k, images, batch_size, threads, eps=0.01):
+    """Seconds of the official fit stated in PyTorch eager (jnhwkim/orthoad ``train.py``): layer1-3 of the frozen
+    ResNet, nearest-upsampled to the layer1 grid and concatenated, ``z = einsum('bchw,cd->bdhw', f, W)`` with W from
+    ``nn.init.orthogonal_``; per position the sums of z and z zᵀ in float32; then C = Σzzᵀ/N - μμᵀ + eps·I and
+    ``torch.inverse``. Same images and batches as :func:`paddle_fit_s`, timed once after a warm-up batch.
+
+    The inverse is taken one position at a time: batched ``torch.inverse`` of (n, 300, 300) float32 or float64 on 2
+    threads (torch 2.13 CPU, MKL 2024.2, this machine) raises "Pivots given to lu_solve must all be greater or
+    equal to 1" or returns matrices far from the inverse; one matrix per call is correct (same LU, same flops)."""
+    import torch
+    import torch.nn.functional as F
+
+    sys.path.insert(0, TESTS_DIR)
+    from torch_reference import TorchResNet
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    backbone = TorchResNet(arch).eval()
+
+    def embed(x):
+        x = backbone.maxpool(backbone.relu(backbone.bn1(backbone.conv1(x))))
+        l1 = backbone.layer1(x)
+        l2 = backbone.layer2(l1)
+        l3 = backbone.layer3(l2)
+        return torch.cat([l1, F.interpolate(l2, scale_factor=2), F.interpolate(l3, scale_factor=4)], dim=1)
+
+    batches = [torch.from_numpy(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+    with torch.no_grad():
+        channels = embed(batches[0]).shape[1]
+        weight = torch.nn.init.orthogonal_(torch.empty(channels, k))
+        start = time.perf_counter()
+        count, sums, outer = 0, None, None
+        for x in batches:
+            z = torch.einsum("bchw,cd->bdhw", embed(x), weight).flatten(2).permute(2, 0, 1)   # (positions, B, k)
+            if outer is None:
+                sums, outer = torch.zeros(z.shape[0], k), torch.zeros(z.shape[0], k, k)
+            sums += z.sum(dim=1)
+            outer.baddbmm_(z.transpose(1, 2), z)
+            count += len(x)
+        mean = sums / count
+        covariance = outer.div_(count).baddbmm_(mean[:, :, None], mean[:, None, :], alpha=-1)
+        covariance.diagonal(dim1=1, dim2=2).add_(eps)
+        for matrix in covariance:
+            torch.inverse(matrix)
+        return time.perf_counter() - start
+
+
 def child_infer(args):
     """Images/s of the dygraph model and of the exported model under Paddle Inference (batch 1)."""
     import paddle
@@ -81,7 +153,8 @@ def child_infer(args):
             model(paddle.to_tensor(image))[0].numpy()
         dygraph = len(images) / (time.time() - start)
     inference_dir = os.path.join(args.save, "inference")
-    _, difference = export_detector(model, preprocess, {"method": config.method_name}, inference_dir, check=True)
+    _, differences = export_detector(model, preprocess, {"method": config.method_name}, inference_dir, check=True)
+    difference = differences["paddle"]  # relative difference of the exported graph to the dygraph model
     predictor = Predictor(inference_dir, threads=args.threads)
     predictor.run(images[0])
     start = time.time()

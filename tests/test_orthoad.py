@@ -25,7 +25,8 @@ from orthoad import metric as om  # noqa: E402
 from orthoad.checkpoint import NpyRows, load, save_array  # noqa: E402
 from orthoad.config import Config  # noqa: E402
 from orthoad import evaluate as orthoad_evaluate  # noqa: E402
-from orthoad.loss import StreamingGaussian  # noqa: E402
+from orthoad import trainer  # noqa: E402
+from orthoad.loss import StreamingGaussian, precision_factor  # noqa: E402
 from orthoad.model import MahalanobisScorer, ProjectedEmbedding, load_projection, make_projection  # noqa: E402
 
 
@@ -91,6 +92,42 @@ def test_streaming_statistics_equal_batch_numpy(dtype, unbiased):
     expected_precision = np.linalg.inv(expected_cov + 0.01 * np.eye(6))
     assert np.abs(precision - expected_precision).max() < 1e-4 * np.abs(expected_precision).max()
     assert np.allclose(mean, expected_mean, rtol=1e-6)
+
+
+def test_precision_factor_is_the_inverse_cholesky_factor():
+    """A = L⁻¹ for C = L Lᵀ (NumPy's Cholesky and inverse), lower triangular, AᵀA = C⁻¹; at the WRN50 k=300 size
+    and rank (fewer images than k, made definite by eps), and a refused indefinite matrix."""
+    rng = np.random.default_rng(0)
+    samples = rng.standard_normal((3, 40, 300)) * rng.uniform(0.1, 10, size=(3, 1, 300))
+    covariance = np.einsum("mni,mnj->mij", samples, samples) / 40 + 0.01 * np.eye(300)
+    factor = precision_factor(covariance)
+    expected = np.linalg.inv(np.linalg.cholesky(covariance))
+    assert factor.dtype == np.float64 and np.all(np.triu(factor, 1) == 0)
+    assert np.abs(factor - expected).max() < 1e-10 * np.abs(expected).max()
+    assert np.abs(factor @ np.linalg.cholesky(covariance) - np.eye(300)).max() < 1e-10
+    precision = np.linalg.inv(covariance)
+    assert np.abs(factor.transpose(0, 2, 1) @ factor - precision).max() < 1e-8 * np.abs(precision).max()
+    with pytest.raises(UserError, match="not positive definite"):
+        precision_factor(np.array([[[1.0, 2.0], [2.0, 1.0]]]))
+
+
+def test_fit_statistics_equal_numpy_on_the_dygraph_embedding(monkeypatch):
+    """The fit's path (Paddle Inference embedding, features merged several batches at a time) against np.cov of
+    the dygraph embedding of the same images."""
+    paddle.seed(0)
+    embedder = ProjectedEmbedding("resnet18", make_projection("ortho", 448, 8, seed=0), 64, weights=None)
+    embedder.eval()
+    images = np.random.default_rng(0).standard_normal((20, 3, 64, 64)).astype(np.float32)
+    batches = [[paddle.to_tensor(images[i:i + 3])] for i in range(0, 20, 3)]
+    monkeypatch.setattr(trainer, "MERGE_IMAGES", 5)       # merges of 6, 6, 6 and the last 2 images
+    mean, factor, count = trainer.fit_statistics(embedder, batches, 16 * 16, eps=0.01)
+    with paddle.no_grad():
+        z = embedder(paddle.to_tensor(images)).numpy().astype(np.float64).reshape(20, 8, -1).transpose(2, 0, 1)
+    expected_precision = np.linalg.inv(np.stack([np.cov(x, rowvar=False, bias=True) for x in z]) + 0.01 * np.eye(8))
+    precision = np.einsum("pji,pjk->pik", factor.astype(np.float64), factor)
+    # measured 3e-7 and 1.3e-5: oneDNN's and Paddle's own kernels differ by ~1e-6 of the feature scale
+    assert count == 20 and np.abs(mean - z.mean(axis=1)).max() < 1e-5 * np.abs(z).max()
+    assert np.abs(precision - expected_precision).max() < 2e-4 * np.abs(expected_precision).max()
 
 
 def test_mahalanobis_scorer_equals_scipy():

@@ -26,6 +26,10 @@ class OrthoADDetector(paddle.nn.Layer):
         return self.scorer(self.embedder(x))
 
     def forward(self, x):
-        amap = self.blur(self.upsample(self.distance(x)))
+        return self.postprocess(self.distance(x))
+
+    def postprocess(self, distance):
+        """Feature-grid distances (N, 1, H, W) -> (anomaly map (N, 1, S, S), image score (N,))."""
+        amap = self.blur(self.upsample(distance))
         score = paddle.max(paddle.reshape(amap, [-1, self.image_size * self.image_size]), axis=1)
         return amap, score

@@ -103,6 +103,7 @@ class ProjectedEmbedding(paddle.nn.Layer):
         self.channels = list(self.backbone.channels)
         if image_size % STRIDES[-1]:
             raise ValueError(f"image size must be a multiple of {STRIDES[-1]}, got {image_size}")
+        self.image_size = image_size
         self.grid = image_size // STRIDES[0]
         self.upsamplers = paddle.nn.LayerList(
             [MatrixResize(image_size // s, self.grid, "nearest") for s in STRIDES[1:]])
