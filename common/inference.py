@@ -10,6 +10,7 @@ import time
 import numpy as np
 
 from .errors import UserError
+from .runtime import current_threads, set_threads
 
 MODEL_SUFFIXES = (".json", ".pdmodel")
 # Written next to the exported model: what infer.py needs besides the graph (preprocessing, thresholds, method).
@@ -100,6 +101,10 @@ class Predictor:
         for name, array in zip(self.input_names, arrays):
             self._predictor.get_input_handle(name).copy_from_cpu(np.ascontiguousarray(array))
         self._predictor.run()
+        if self.device == "cpu":
+            # Paddle 3.3.1: a predictor's run leaves the calling thread's math library (MKL, OpenMP) on one thread,
+            # which made every dygraph op after it (a training step after common.frozen's teacher) single-threaded
+            set_threads(current_threads())
         return [self._predictor.get_output_handle(name).copy_to_cpu() for name in self.output_names]
 
 
