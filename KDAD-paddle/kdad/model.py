@@ -121,8 +121,8 @@ def run_chain(features, x, count=None):
     return outputs
 
 
-# The input gradient is written out with forward operators (a transposed convolution for a convolution's backward,
-# masks for ReLU and max-pool, a scale for BatchNorm) instead of autograd. An exported graph then holds no
+# The input gradient is written out with forward operators (a convolution with the flipped kernel for a
+# convolution's backward, masks for ReLU and max-pool, a scale for BatchNorm) instead of autograd. An exported graph then holds no
 # gradient operator: Paddle Inference runs it with oneDNN (its conv2d_grad/pool2d_grad kernels refuse oneDNN in
 # 3.3.1: "is_test attribute should be set to False in training phase"), and paddle2onnx converts it (it has no
 # gradient operators). The tests check it against paddle.grad and against torch autograd of the official code.
@@ -155,9 +155,14 @@ def module_input_gradient(module, gradient, module_input, output, guided=False):
         return passed * (output > 0).astype(gradient.dtype)
     if isinstance(module, nn.Conv2D):
         if list(module._stride) != [1, 1] or list(module._dilation) != [1, 1] or module._groups != 1 \
-                or module._padding_mode != "zeros" or module._data_format != "NCHW":
-            raise ValueError("chain_input_gradient handles stride-1, undilated, ungrouped, zero-padded NCHW convolutions only")
-        return F.conv2d_transpose(gradient, module.weight, stride=1, padding=module._padding)
+                or module._padding_mode != "zeros" or module._data_format != "NCHW" \
+                or not isinstance(module._padding, int) or module.weight.shape[2] != module.weight.shape[3]:
+            raise ValueError("chain_input_gradient handles stride-1, undilated, ungrouped, square, evenly zero-padded NCHW convolutions only")
+        # the transposed convolution written as the equal convolution with the kernel flipped and its in/out
+        # channels swapped: oneDNN's conv2d kernel is several times faster than its conv2d_transpose here
+        kernel = module.weight.shape[2]
+        flipped = paddle.transpose(paddle.flip(module.weight, axis=[2, 3]), [1, 0, 2, 3])
+        return F.conv2d(gradient, flipped, padding=kernel - 1 - module._padding)
     if isinstance(module, nn.BatchNorm2D):
         if module.training:
             raise ValueError("chain_input_gradient needs BatchNorm in eval mode")
