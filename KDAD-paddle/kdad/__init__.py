@@ -9,6 +9,6 @@ Modules:
   ``trainable_parameters``, ``count_parameters``
 - ``kdad.loss``      ``MseDirectionLoss`` (training loss, code or paper form), ``detection_scores`` (per image)
 - ``kdad.detector``  ``KDADDetector``: images -> (saliency anomaly map, score); vanilla gradients, SmoothGrad,
-  guided backprop; exportable with ``paddle.jit`` (Paddle Inference without oneDNN)
+  guided backprop; exportable with ``paddle.jit`` (Paddle Inference with oneDNN, ONNX)
 - ``kdad.metric``    the official detection AUROC and localisation AUROC (1000 thresholds, opening, soft masks)
 """
