@@ -97,6 +97,8 @@ def notebook(name, folder, title, paper):
         nbformat.v4.new_code_cell(EXPORT),
         nbformat.v4.new_code_cell(INFER),
     ]
+    for index, cell in enumerate(cells):  # fixed ids (nbformat draws random ones), so a rerun changes nothing
+        cell["id"] = f"{name.lower()}-{index:02d}"
     book = nbformat.v4.new_notebook(cells=cells)
     book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     return book
@@ -109,7 +111,10 @@ def build_all():
             if os.path.isfile(os.path.join(REPO, folder, "main.py"))}
 
 
-def main():
+def main(argv=None):
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
     os.makedirs(os.path.join(REPO, "notebooks"), exist_ok=True)
     for path, book in build_all().items():
         nbformat.write(book, path)
