@@ -22,7 +22,7 @@ from common.frozen import FrozenForward
 from common.loader import Loader
 from common.results import atomic_save
 from common.thresholds import calibration_record, write_thresholds
-from common.training import TrainingLog, adam, check_resume, compiled, load_state
+from common.training import TrainingLog, adam, check_resume, compiled, load_state, onednn_kernels
 
 from . import checkpoint
 from .data import dataset, training_split
@@ -95,7 +95,8 @@ def _train(config, cls, data_dir, output_dir, resume):
     detector = RD4ADDetector(model, config.image_size, config.sigma)
     epoch_loss = float("nan")
     for epoch in range(first_epoch + 1, config.epochs + 1):
-        epoch_loss = _train_epoch(model, teacher, step_loss, optimizer, loader, config, epoch, cls)
+        with onednn_kernels():  # the compiled step's kernels; off again for the monitoring and everything after
+            epoch_loss = _train_epoch(model, teacher, step_loss, optimizer, loader, config, epoch, cls)
         if not main:
             continue
         record = {"epoch": epoch, "loss": epoch_loss}
