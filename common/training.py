@@ -1,5 +1,6 @@
-"""Training glue every trained method shares: the optimiser, the compiled training step, reading saved states with
-one-line errors, the checks of a resumed run, and the per-epoch (or per-step) JSON-lines training log."""
+"""Training glue every trained method shares: the optimiser, the compiled training step, the epoch loop with its
+NaN stop, reading saved states with one-line errors, the checks of a resumed run, and the per-epoch (or per-step)
+JSON-lines training log."""
 import contextlib
 import json
 import os
@@ -55,6 +56,48 @@ def onednn_kernels():
         yield
     finally:
         paddle.set_flags({"FLAGS_use_mkldnn": previous})
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite."""
+
+
+def train_epoch(loader, batch_loss, optimizer, cls, epoch, epochs, lr, print_steps, decimals=4):
+    """One epoch of ``loss = batch_loss(batch)``, backward, optimiser step; returns the mean loss over the batches.
+
+    The logged loss is the mean over the processes of a data-parallel run. A non-finite loss stops the run with
+    :class:`TrainingDiverged` (one ``error:`` line) before the optimiser applies it. Progress bar on rank 0 and a
+    terminal only; every ``print_steps`` steps a line ``[CLS] epoch E step S/N loss L``.
+    """
+    import math
+
+    import numpy as np
+    from tqdm import tqdm
+
+    from . import distributed
+
+    losses = []
+    steps = len(loader)
+    main = distributed.is_main_process()
+    bar = tqdm(loader, total=steps, desc=f"[{cls}] epoch {epoch}/{epochs}", leave=False, dynamic_ncols=True,
+               disable=None if main else True)  # no bar off a terminal or off rank 0
+    for step, batch in enumerate(bar, start=1):
+        loss = batch_loss(batch)
+        value = distributed.mean_over_processes(float(loss))
+        if not math.isfinite(value):
+            bar.close()
+            raise TrainingDiverged(
+                f"training stopped: loss is {value} at epoch {epoch}, step {step} (lr {lr}); "
+                "lower --lr, check the input images, or --resume from the last saved state")
+        optimizer.clear_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(value)
+        bar.set_postfix(loss=f"{value:.4f}")
+        if main and step % print_steps == 0:
+            bar.write(f"[{cls}] epoch {epoch} step {step}/{steps} loss {value:.{decimals}f}")
+    bar.close()
+    return float(np.mean(losses))
 
 
 def load_state(path, what="checkpoint"):

@@ -27,7 +27,7 @@ from common.loader import Loader
 from common.mvtec import image_paths
 from common.results import atomic_save
 from common.runtime import configure
-from common.training import adam
+from common.training import TrainingDiverged, adam
 
 from .checkpoint import build_pdn_for, pack_object, unpack_object
 from .config import Config
@@ -37,10 +37,6 @@ from .loss import pretraining_loss
 from .model import IMAGE_SIZE, MODEL_SIZES, OUT_CHANNELS, PRETRAIN_LAYERS, PretrainingTargetExtractor
 
 STATE_SUFFIX = ".state.pdparams"
-
-
-class TrainingDiverged(UserError):
-    """The loss became NaN or infinite."""
 
 
 def _batches(paths, stream, batch_size, count, num_workers, rank=0, world=1):

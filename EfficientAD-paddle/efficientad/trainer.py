@@ -29,7 +29,7 @@ from common.frozen import FrozenForward
 from common.loader import Loader
 from common.results import atomic_save
 from common.thresholds import calibration_record, write_thresholds
-from common.training import TrainingLog, adam, check_resume, load_state
+from common.training import TrainingDiverged, TrainingLog, adam, check_resume, load_state
 
 from . import checkpoint
 from .checkpoint import pack_object, unpack_object
@@ -47,10 +47,6 @@ MONITORING_LABEL = "test-set monitoring only (no model selection; the final mode
 RESUME_MUST_MATCH = ("model_size", "out_channels", "width_divisor", "teacher_weights", "backbone", "train_steps",
                      "batch_size", "lr", "weight_decay", "lr_step_fraction", "lr_gamma", "hard_quantile", "seed",
                      "validation_fraction", "val_list", "penalty_dir")
-
-
-class TrainingDiverged(UserError):
-    """The loss became NaN or infinite."""
 
 
 def lr_schedule(config):

@@ -9,25 +9,22 @@ Files per class (``OUTPUT_DIR/CLASS/``): ``kdad.pdparams`` (the final model), ``
 optimiser, epochs done, NumPy RNG state that drives the shuffling; written atomically every ``save_interval``
 epochs, continued by ``--resume``), ``thresholds.json`` (for predict/infer) and ``train_log.jsonl``.
 """
-import math
 import os
 import time
 import warnings
 
 import numpy as np
 import paddle
-from tqdm import tqdm
 
 from common import distributed
 from common.backbones import load_state_dict_strict
 from common.config import to_dict
-from common.errors import UserError
-from common.frozen import FrozenForward
 from common.evaluation import collect
+from common.frozen import FrozenForward
 from common.loader import Loader
 from common.results import atomic_save
 from common.thresholds import calibration_record, write_thresholds
-from common.training import TrainingLog, adam, check_resume, load_state
+from common.training import TrainingLog, adam, check_resume, load_state, train_epoch
 
 from . import checkpoint
 from .data import dataset, training_split
@@ -41,10 +38,6 @@ TRAIN_LOG = "train_log.jsonl"
 MONITORING_LABEL = "test-set monitoring only (no model selection; the final model is the last epoch)"
 RESUME_MUST_MATCH = ("backbone", "backbone_weights", "cloner_config", "image_size", "batch_size", "lr", "lamda",
                      "loss_form", "seed", "calibration_fraction")
-
-
-class TrainingDiverged(UserError):
-    """The loss became NaN or infinite."""
 
 
 def train(config, cls, data_dir, output_dir, resume=None):
@@ -145,30 +138,13 @@ def calibrate(detector, calibration_set, config, held_out):
 def _train_epoch(network, expert, parallel, criterion, optimizer, loader, config, epoch, cls):
     """One epoch (expert in eval mode, cloner in train mode: BatchNorm with batch statistics); mean loss."""
     network.train()  # the expert stays in eval mode (frozen layer)
-    losses = []
-    steps = len(loader)
-    main = distributed.is_main_process()
-    bar = tqdm(loader, total=steps, desc=f"[{cls}] epoch {epoch}/{config.num_epochs}", leave=False,
-               dynamic_ncols=True, disable=None if main else True)
-    for step, batch in enumerate(bar, start=1):
+
+    def batch_loss(batch):
         x = batch[0]
-        expert_taps = expert(x)  # frozen: no graph needed
-        loss = criterion(expert_taps, parallel(x))
-        value = distributed.mean_over_processes(float(loss))
-        if not math.isfinite(value):
-            bar.close()
-            raise TrainingDiverged(
-                f"training stopped: loss is {value} at epoch {epoch}, step {step} (lr {config.lr}); "
-                "lower --lr, check the input images, or --resume from the last saved state")
-        optimizer.clear_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(value)
-        bar.set_postfix(loss=f"{value:.4f}")
-        if main and step % config.print_steps == 0:
-            bar.write(f"[{cls}] epoch {epoch} step {step}/{steps} loss {value:.6f}")
-    bar.close()
-    return float(np.mean(losses))
+        return criterion(expert(x), parallel(x))  # the frozen expert needs no graph
+
+    return train_epoch(loader, batch_loss, optimizer, cls, epoch, config.num_epochs, config.lr, config.print_steps,
+                       decimals=6)
 
 
 # -- resumable state -----------------------------------------------------------------------------------------------

@@ -5,24 +5,22 @@ the last epoch too, there is no best-epoch selection), ``train_state.pdparams`` 
 NumPy RNG state that drives the shuffling; written atomically every ``save_interval`` epochs, continued by
 ``--resume``), ``thresholds.json`` (for predict/infer) and ``train_log.jsonl`` (one line per epoch).
 """
-import math
 import os
 import time
 import warnings
 
 import numpy as np
 import paddle
-from tqdm import tqdm
 
 from common import distributed
 from common.backbones import load_state_dict_strict
-from common.errors import UserError
 from common.evaluation import collect
 from common.frozen import FrozenForward
 from common.loader import Loader
 from common.results import atomic_save
 from common.thresholds import calibration_record, write_thresholds
-from common.training import TrainingLog, adam, check_resume, compiled, load_state, onednn_kernels
+from common.training import (TrainingLog, adam, check_resume, compiled, load_state, onednn_kernels,
+                             train_epoch)
 
 from . import checkpoint
 from .data import dataset, training_split
@@ -39,10 +37,6 @@ MONITORING_LABEL = "test-set monitoring only (no model selection; the final mode
 # Options a resumed run must share with the state it continues.
 RESUME_MUST_MATCH = ("backbone", "backbone_weights", "image_size", "batch_size", "lr", "beta1", "beta2", "loss",
                      "seed", "calibration_fraction")
-
-
-class TrainingDiverged(UserError):
-    """The loss became NaN or infinite."""
 
 
 def train(config, cls, data_dir, output_dir, resume=None):
@@ -160,28 +154,8 @@ def _train_epoch(model, teacher, step_loss, optimizer, loader, config, epoch, cl
     the processes, the logged loss the mean over them).
     """
     model.train()
-    losses = []
-    steps = len(loader)
-    main = distributed.is_main_process()
-    bar = tqdm(loader, total=steps, desc=f"[{cls}] epoch {epoch}/{config.epochs}", leave=False,
-               dynamic_ncols=True, disable=None if main else True)  # no bar off a terminal or off rank 0
-    for step, batch in enumerate(bar, start=1):
-        loss = step_loss(*teacher(batch[0]))
-        value = distributed.mean_over_processes(float(loss))
-        if not math.isfinite(value):
-            bar.close()
-            raise TrainingDiverged(
-                f"training stopped: loss is {value} at epoch {epoch}, step {step} (lr {config.lr}); "
-                "lower --lr, check the input images, or --resume from the last saved state")
-        optimizer.clear_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(value)
-        bar.set_postfix(loss=f"{value:.4f}")
-        if main and step % config.print_steps == 0:
-            bar.write(f"[{cls}] epoch {epoch} step {step}/{steps} loss {value:.4f}")
-    bar.close()
-    return float(np.mean(losses))
+    return train_epoch(loader, lambda batch: step_loss(*teacher(batch[0])), optimizer, cls, epoch, config.epochs,
+                       config.lr, config.print_steps)
 
 
 # -- resumable state -----------------------------------------------------------------------------------------------
