@@ -105,13 +105,14 @@ def paddle_benchmarks(args):
 
 def paddle_train_step_s(args):
     """Seconds per training step as ``main.py --mode train`` takes it: the frozen expert through
-    ``common.frozen.FrozenForward`` (Paddle Inference, oneDNN), the cloner forward/backward in dygraph, the trainer's
+    ``common.frozen.FrozenForward`` (Paddle Inference, oneDNN), the cloner forward/backward in dygraph with its
+    convolutions on oneDNN (``common.training.onednn_convolutions``), the trainer's
     Adam; median of ``args.train_steps`` steps after one warm-up."""
     import paddle
 
     from common.frozen import FrozenForward
     from common.runtime import configure
-    from common.training import adam
+    from common.training import adam, onednn_convolutions
     from kdad.loss import MseDirectionLoss
     from kdad.model import KDADNetwork, trainable_parameters
 
@@ -130,7 +131,8 @@ def paddle_train_step_s(args):
         optimizer.step()
         float(loss)
 
-    return timed(train_step, 1, args.train_steps)
+    with onednn_convolutions(network.cloner):
+        return timed(train_step, 1, args.train_steps)
 
 
 # -- PyTorch ---------------------------------------------------------------------------------------------------

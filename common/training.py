@@ -1,9 +1,11 @@
-"""Training glue every trained method shares: the optimiser, the compiled training step, the epoch loop with its
+"""Training glue every trained method shares: the optimiser, oneDNN convolutions for the step, the epoch loop with its
 NaN stop, reading saved states with one-line errors, the checks of a resumed run, and the per-epoch (or per-step)
 JSON-lines training log."""
 import contextlib
 import json
 import os
+import warnings
+import weakref
 
 from .errors import UserError
 from .results import atomic_write_text
@@ -21,41 +23,69 @@ def adam(parameters, learning_rate, beta1=0.9, beta2=0.999, epsilon=1e-8, weight
                                  weight_decay=weight_decay, parameters=parameters, use_multi_tensor=True)
 
 
-COMPILE_STEPS = True  # tests set False to compare with the plain dygraph step
+ONEDNN_CONVOLUTIONS = True  # tests set False to compare with the plain dygraph step
+_PROGRAMS = weakref.WeakKeyDictionary()  # convolution layer -> its compiled program, built once, kept across epochs
 
 
-def compiled(layer):
-    """``layer`` (whose forward computes a training loss) as one static graph; run it inside :func:`onednn_kernels`.
-
-    In dygraph, Paddle 3.3 runs CPU convolutions on its own kernels; ``paddle.jit.to_static`` with
-    ``FLAGS_use_mkldnn`` on runs the step's forward through oneDNN (about 2x faster for RD4AD's decoder; the
-    backward was not faster). Parameters stay shared with the layer, so optimisers, checkpoints and the dygraph
-    evaluation see the same weights. Every op needs a oneDNN training kernel where one exists for it
-    (``conv2d_transpose`` has none: see RD4AD's ``Upsample2x2``).
-    """
+def is_convolution(layer):
+    """``nn.Conv2D``, or a layer class that declares ``onednn_convolution = True`` (a convolution plus shape
+    operations, e.g. RD4AD's ``Upsample2x2``: oneDNN's ``conv2d_transpose`` has no training kernel)."""
     import paddle
 
-    return paddle.jit.to_static(layer, full_graph=True) if COMPILE_STEPS else layer
+    return isinstance(layer, paddle.nn.Conv2D) or getattr(type(layer), "onednn_convolution", False)
 
 
 @contextlib.contextmanager
-def onednn_kernels():
-    """``FLAGS_use_mkldnn`` on inside the block (on the CPU), restored after it.
+def onednn_convolutions(layer):
+    """Inside the block, every convolution under ``layer`` runs forward and backward on oneDNN (CPU only).
 
-    Static graphs built and run inside use oneDNN kernels. The flag must not stay on: a later ``to_static`` program
-    holding gradient ops (``paddle.grad``) then crashed the process (Paddle 3.3.1, segmentation fault).
+    In dygraph, Paddle 3.3 runs CPU convolutions on its own kernels, 2-3x slower than oneDNN's. Each convolution
+    becomes its own small static program (``paddle.jit.to_static``) lowered with ``FLAGS_use_mkldnn``; its
+    backward program holds oneDNN's ``conv2d_grad``. Everything between convolutions (BatchNorm, ReLU, losses) stays
+    in dygraph on Paddle's kernels. Not the whole step as one oneDNN program: there oneDNN's BatchNorm and ReLU
+    backward met gradients in another memory layout than their saved inputs (blocked vs. NHWC) and fell back to
+    oneDNN's reference kernels - 2.4 of the 5.7 s of RD4AD's batch-4 step. Parameters stay the layers' own, so
+    optimisers, checkpoints and evaluation see the same weights; on leaving the block the layers are plain again
+    and the flag is restored (left on, it crashed a later ``to_static`` program holding gradient ops).
     """
     import paddle
 
-    if paddle.get_device() != "cpu":
+    if not ONEDNN_CONVOLUTIONS or paddle.get_device() != "cpu":
         yield
         return
+    convolutions = [sub for sub in layer.sublayers(include_self=True) if is_convolution(sub)]
+    for convolution in convolutions:
+        if convolution not in _PROGRAMS:
+            _PROGRAMS[convolution] = paddle.jit.to_static(_program_layer(convolution), full_graph=True)
+        object.__setattr__(convolution, "forward", _PROGRAMS[convolution].__call__)  # not a sublayer
     previous = paddle.get_flags("FLAGS_use_mkldnn")["FLAGS_use_mkldnn"]
     paddle.set_flags({"FLAGS_use_mkldnn": True})
     try:
-        yield
+        with warnings.catch_warnings():
+            # each program's first run: Paddle warns that a graph tensor has no place (harmless, once per layer)
+            warnings.filterwarnings("ignore", message="Tensor do not have 'place' interface")
+            yield
     finally:
+        for convolution in convolutions:
+            convolution.__dict__.pop("forward", None)  # back to the class's forward
         paddle.set_flags({"FLAGS_use_mkldnn": previous})
+
+
+def _program_layer(convolution):
+    """The layer ``convolution``'s own forward as a separate layer to compile (the layer itself stays dygraph)."""
+    import paddle
+
+    class ConvolutionProgram(paddle.nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.convolution = convolution
+
+        def forward(self, x):
+            # the copy: a program whose output is a oneDNN kernel's own output fails in Paddle 3.3.1 (run_program:
+            # "dst_tensor shall be defined"); it costs one pass over the output
+            return paddle.assign(type(self.convolution).forward(self.convolution, x))
+
+    return ConvolutionProgram()
 
 
 class TrainingDiverged(UserError):

@@ -359,3 +359,72 @@ def test_frozen_forward_runs_the_network_in_paddle_inference(capsys, monkeypatch
     fallback = frozen.FrozenForward(layer, (3, 12, 12), threads=2)
     assert fallback.predictor is None and "running it in dygraph" in capsys.readouterr().out
     np.testing.assert_array_equal(fallback(x)[1].numpy(), want[1].numpy())
+
+
+class _ConvBlock(paddle.nn.Layer):
+    """conv -> BatchNorm (batch statistics) -> ReLU -> strided conv with bias, and an opted-in convolution layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = paddle.nn.Conv2D(3, 8, 3, padding=1, bias_attr=False)
+        self.bn = paddle.nn.BatchNorm2D(8)
+        self.conv2 = paddle.nn.Conv2D(8, 16, 3, stride=2, padding=1)
+        self.up = _OptedIn(16, 4)
+
+    def forward(self, x):
+        return self.up(self.conv2(paddle.nn.functional.relu(self.bn(self.conv1(x)))))
+
+
+class _OptedIn(paddle.nn.Layer):
+    """A 1x1 convolution to 4x the channels + pixel_shuffle, declared a convolution (as RD4AD's Upsample2x2)."""
+
+    onednn_convolution = True
+
+    def __init__(self, in_channels, out_channels):
+        super().__init__()
+        self.weight = self.create_parameter([out_channels * 4, in_channels, 1, 1])
+
+    def forward(self, x):
+        return paddle.nn.functional.pixel_shuffle(paddle.nn.functional.conv2d(x, self.weight), 2)
+
+
+def test_onednn_convolutions_give_the_dygraph_outputs_and_gradients(monkeypatch):
+    """Inside common.training.onednn_convolutions each convolution runs as its own oneDNN program: the outputs and
+    every parameter's and the input's gradient equal plain dygraph (float32 rounding), BatchNorm's running
+    statistics update the same way, and afterwards the layers and the oneDNN flag are as before."""
+    from common import training
+
+    paddle.seed(0)
+    net = _ConvBlock()
+    net.train()
+    x_np = np.random.default_rng(5).standard_normal((4, 3, 16, 16)).astype(np.float32)
+    start = {k: v.numpy().copy() for k, v in net.state_dict().items()}
+
+    def run():
+        net.set_state_dict({k: paddle.to_tensor(v) for k, v in start.items()})
+        net.clear_gradients()
+        x = paddle.to_tensor(x_np, stop_gradient=False)
+        out = net(x)
+        (out * out).mean().backward()
+        grads = {n: p.grad.numpy().copy() for n, p in net.named_parameters()}
+        return out.numpy(), grads, x.grad.numpy(), net.bn._mean.numpy().copy()
+
+    plain = run()
+    made = []
+    original = training._program_layer
+    monkeypatch.setattr(training, "_program_layer", lambda layer: made.append(type(layer).__name__) or original(layer))
+    with training.onednn_convolutions(net):
+        assert paddle.get_flags("FLAGS_use_mkldnn")["FLAGS_use_mkldnn"] is True
+        fast = run()
+        again = run()  # the programs are built once and reused
+    assert sorted(made) == ["Conv2D", "Conv2D", "_OptedIn"]
+    assert paddle.get_flags("FLAGS_use_mkldnn")["FLAGS_use_mkldnn"] is False
+    assert all("forward" not in vars(layer) for layer in net.sublayers())  # plain layers again
+    np.testing.assert_allclose(fast[0], plain[0], rtol=1e-5, atol=1e-5 * np.abs(plain[0]).max())
+    for name, grad in plain[1].items():
+        np.testing.assert_allclose(fast[1][name], grad, rtol=1e-4, atol=1e-5 * np.abs(grad).max(), err_msg=name)
+    np.testing.assert_allclose(fast[2], plain[2], rtol=1e-4, atol=1e-5 * np.abs(plain[2]).max())
+    np.testing.assert_allclose(fast[3], plain[3], rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(again[0], fast[0])  # deterministic
+    np.testing.assert_array_equal(again[1]["conv1.weight"], fast[1]["conv1.weight"])
+    np.testing.assert_array_equal(net(paddle.to_tensor(x_np)).numpy().shape, plain[0].shape)  # dygraph again

@@ -118,10 +118,10 @@ FIRST_RECORD_IS_ONE_STEP = {"rd4ad": ("--batch_size", 16), "kdad": ("--batch_siz
 @pytest.mark.parametrize("package", sorted(FIRST_RECORD_IS_ONE_STEP))
 def test_frozen_networks_in_paddle_inference_give_the_plain_dygraph_losses(package, synthetic_root, tmp_path,
                                                                              monkeypatch):
-    """Training runs the frozen teacher/expert through common.frozen (Paddle Inference, oneDNN) and, where a method
-    compiles its step (common.training.compiled), the rest as a static graph with oneDNN; the plain dygraph path
-    gives the same first-step loss (1e-5 relative; later steps drift apart at float32 rounding as any two float32
-    computations of a training run do), and the default run does use Paddle Inference."""
+    """Training runs the frozen teacher/expert through common.frozen (Paddle Inference, oneDNN) and the trained
+    convolutions on oneDNN (common.training.onednn_convolutions); the plain dygraph path gives the same first-step
+    loss (1e-5 relative; later steps drift apart at float32 rounding as any two float32 computations of a training
+    run do), and the default run does use both."""
     from common import frozen, training
 
     made = []
@@ -136,12 +136,17 @@ def test_frozen_networks_in_paddle_inference_give_the_plain_dygraph_losses(packa
                    if "test_metrics" not in r]
         return records[0].get("loss", records[0].get("total"))  # per epoch (RD4AD, KDAD) or per step
 
+    programs = []
+    program_layer = training._program_layer
     monkeypatch.setattr(frozen.FrozenForward, "__init__", recording)
+    monkeypatch.setattr(training, "_program_layer", lambda layer: programs.append(layer) or program_layer(layer))
     train_tiny(package, synthetic_root, str(tmp_path / "fast"), *FIRST_RECORD_IS_ONE_STEP[package])
+    trained_convolutions = len(programs)
     monkeypatch.setattr(frozen, "DEFAULT_BACKEND", "dygraph")
-    monkeypatch.setattr(training, "COMPILE_STEPS", False)
+    monkeypatch.setattr(training, "ONEDNN_CONVOLUTIONS", False)
     train_tiny(package, synthetic_root, str(tmp_path / "plain"), *FIRST_RECORD_IS_ONE_STEP[package])
     assert made == [True, False]
+    assert trained_convolutions > 0 and len(programs) == trained_convolutions  # oneDNN convolutions by default
     # training leaves no global oneDNN flag behind (a later to_static program with gradient ops crashed on it)
     assert paddle.get_flags("FLAGS_use_mkldnn")["FLAGS_use_mkldnn"] is False
     assert first_loss(tmp_path / "fast") == pytest.approx(first_loss(tmp_path / "plain"), rel=1e-5)

@@ -29,7 +29,7 @@ from common.frozen import FrozenForward
 from common.loader import Loader
 from common.results import atomic_save
 from common.thresholds import calibration_record, write_thresholds
-from common.training import TrainingDiverged, TrainingLog, adam, check_resume, load_state
+from common.training import TrainingDiverged, TrainingLog, adam, check_resume, load_state, onednn_convolutions
 
 from . import checkpoint
 from .checkpoint import pack_object, unpack_object
@@ -65,10 +65,12 @@ def build_optimizer(detector, config):
 def train_step(detector, optimizer, scheduler, image_st, image_ae, image_penalty=None, q=0.999, teacher=None):
     """One iteration of the reference loop: all loss terms, backward, Adam step, StepLR step; returns the terms.
 
-    ``teacher``: what runs the frozen teacher (see :func:`efficientad.loss.training_losses`)."""
-    losses = training_losses(detector, image_st, image_ae, image_penalty, q, teacher)
-    optimizer.clear_grad()
-    losses.total.backward()
+    ``teacher``: what runs the frozen teacher (see :func:`efficientad.loss.training_losses`). The student's and
+    the autoencoder's convolutions run on oneDNN (``common.training.onednn_convolutions``)."""
+    with onednn_convolutions(detector):
+        losses = training_losses(detector, image_st, image_ae, image_penalty, q, teacher)
+        optimizer.clear_grad()
+        losses.total.backward()
     optimizer.step()
     scheduler.step()
     return losses

@@ -24,7 +24,7 @@ from common.frozen import FrozenForward
 from common.loader import Loader
 from common.results import atomic_save
 from common.thresholds import calibration_record, write_thresholds
-from common.training import TrainingLog, adam, check_resume, load_state, train_epoch
+from common.training import TrainingLog, adam, check_resume, load_state, onednn_convolutions, train_epoch
 
 from . import checkpoint
 from .data import dataset, training_split
@@ -136,15 +136,18 @@ def calibrate(detector, calibration_set, config, held_out):
 
 
 def _train_epoch(network, expert, parallel, criterion, optimizer, loader, config, epoch, cls):
-    """One epoch (expert in eval mode, cloner in train mode: BatchNorm with batch statistics); mean loss."""
+    """One epoch (expert in eval mode, cloner in train mode: BatchNorm with batch statistics); mean loss.
+
+    The cloner's convolutions run on oneDNN during the epoch (``common.training.onednn_convolutions``)."""
     network.train()  # the expert stays in eval mode (frozen layer)
 
     def batch_loss(batch):
         x = batch[0]
         return criterion(expert(x), parallel(x))  # the frozen expert needs no graph
 
-    return train_epoch(loader, batch_loss, optimizer, cls, epoch, config.num_epochs, config.lr, config.print_steps,
-                       decimals=6)
+    with onednn_convolutions(network.cloner):
+        return train_epoch(loader, batch_loss, optimizer, cls, epoch, config.num_epochs, config.lr,
+                           config.print_steps, decimals=6)
 
 
 # -- resumable state -----------------------------------------------------------------------------------------------

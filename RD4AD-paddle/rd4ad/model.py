@@ -58,9 +58,12 @@ class Upsample2x2(nn.Conv2DTranspose):
     Computed as the equal 1x1 convolution to 4x the channels followed by ``pixel_shuffle(2)``: the 2x2 windows of
     a stride-2, 2x2 transposed convolution do not overlap, so output (o, 2i+a, 2j+b) is sum_c x(c, i, j) W(c, o, a, b),
     which is channel 4o+2a+b of the 1x1 convolution. Paddle's oneDNN ``conv2d_transpose`` kernel runs for inference
-    only ("ConvTransposeOneDNN works only for inference", 3.3.1), so the compiled training step needs this form.
-    The parameter is the transposed convolution's own (same name, shape and initialisation).
+    only ("ConvTransposeOneDNN works only for inference", 3.3.1), so training on oneDNN
+    (``common.training.onednn_convolutions``) needs this form. The parameter is the transposed convolution's own
+    (same name, shape and initialisation).
     """
+
+    onednn_convolution = True  # trained on oneDNN like nn.Conv2D (common.training.is_convolution)
 
     def __init__(self, in_channels, out_channels):
         super().__init__(in_channels, out_channels, 2, stride=2, bias_attr=False)

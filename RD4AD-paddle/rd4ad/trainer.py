@@ -19,7 +19,7 @@ from common.frozen import FrozenForward
 from common.loader import Loader
 from common.results import atomic_save
 from common.thresholds import calibration_record, write_thresholds
-from common.training import (TrainingLog, adam, check_resume, compiled, load_state, onednn_kernels,
+from common.training import (TrainingLog, adam, check_resume, load_state, onednn_convolutions,
                              train_epoch)
 
 from . import checkpoint
@@ -81,15 +81,15 @@ def _train(config, cls, data_dir, output_dir, resume):
     else:
         loader = Loader(train_set, config.batch_size, shuffle=True, num_workers=config.num_workers)
     # The frozen teacher runs as a Paddle Inference graph with oneDNN, outside autograd (the official code lets
-    # gradients reach it but never applies them, so no number changes); OCBE + decoder + loss run as one compiled
-    # graph with oneDNN (one process) or in dygraph under DataParallel (several).
+    # gradients reach it but never applies them, so no number changes); the student's convolutions run on oneDNN
+    # during the epochs (common.training.onednn_convolutions), under DataParallel in a multi-process run.
     teacher = FrozenForward(model.teacher, (3, config.image_size, config.image_size))
     student_loss = StudentLoss(model, config.loss)
-    step_loss = distributed.data_parallel(student_loss) if world > 1 else compiled(student_loss)
+    step_loss = distributed.data_parallel(student_loss) if world > 1 else student_loss
     detector = RD4ADDetector(model, config.image_size, config.sigma)
     epoch_loss = float("nan")
     for epoch in range(first_epoch + 1, config.epochs + 1):
-        with onednn_kernels():  # the compiled step's kernels; off again for the monitoring and everything after
+        with onednn_convolutions(student_loss):  # plain layers again for the monitoring and everything after
             epoch_loss = _train_epoch(model, teacher, step_loss, optimizer, loader, config, epoch, cls)
         if not main:
             continue
@@ -149,7 +149,7 @@ def calibrate(detector, calibration_set, config, held_out):
 def _train_epoch(model, teacher, step_loss, optimizer, loader, config, epoch, cls):
     """One epoch (teacher in eval mode, OCBE and decoder in train mode); returns the mean loss.
 
-    ``teacher`` maps images to the teacher's features; ``step_loss`` maps those to the loss (a compiled
+    ``teacher`` maps images to the teacher's features; ``step_loss`` maps those to the loss (a
     :class:`StudentLoss`, or its ``paddle.DataParallel`` wrapper in a multi-process run: gradients averaged over
     the processes, the logged loss the mean over them).
     """
