@@ -285,6 +285,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.side:  # a child process: one framework only
         sys.path.insert(0, REPO_ROOT)
+        from common.runtime import keep_freed_memory
+
+        keep_freed_memory()  # both sides (the Paddle side gets it from configure as well)
         results = paddle_benchmarks(args) if args.side == "paddle" else torch_benchmarks(args)
         with open(args.side_output, "w", encoding="utf-8") as handle:
             json.dump(results, handle)

@@ -26,14 +26,19 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TESTS_DIR = os.path.join(os.path.dirname(HERE), "tests")
 
 
+TRAIN_WARMUP = 2  # the first steps grow the process's heap to its peak (common.runtime.keep_freed_memory)
+
+
 def timed(run, warmup, iterations):
-    """Mean seconds per call of ``run`` after ``warmup`` calls."""
+    """Median seconds per call of ``run`` after ``warmup`` calls."""
     for _ in range(warmup):
         run()
-    start = time.perf_counter()
+    times = []
     for _ in range(iterations):
+        start = time.perf_counter()
         run()
-    return (time.perf_counter() - start) / iterations
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
 
 
 # -- Paddle ----------------------------------------------------------------------------------------------------
@@ -73,7 +78,7 @@ def paddle_benchmarks(args, x_train, x_infer):
 
 def paddle_train_step_s(args, x_train):
     """Seconds per training step of ``main.py --mode train`` (forward, loss, backward, the trainer's Adam) on the
-    batch ``x_train``; mean of ``args.train_steps`` steps after one warm-up."""
+    batch ``x_train``; median of ``args.train_steps`` steps after ``TRAIN_WARMUP``."""
     import paddle
 
     from common.frozen import FrozenForward
@@ -99,7 +104,7 @@ def paddle_train_step_s(args, x_train):
         float(loss)
 
     with onednn_convolutions(step_loss):
-        seconds = timed(train_step, 1, args.train_steps)
+        seconds = timed(train_step, TRAIN_WARMUP, args.train_steps)
     optimizer.clear_grad()
     return seconds
 
@@ -167,7 +172,8 @@ def torch_benchmarks(args, x_train, x_infer):
 
 def torch_train_step_s(args, x_train):
     """Seconds per training step of the official ``main.py`` in PyTorch eager (teacher frozen; Adam over OCBE and
-    decoder, lr 0.005, betas (0.5, 0.999)) on the same batch; mean of ``args.train_steps`` steps after one warm-up."""
+    decoder, lr 0.005, betas (0.5, 0.999)) on the same batch; median of ``args.train_steps`` steps after
+    ``TRAIN_WARMUP``."""
     import torch
 
     sys.path.insert(0, TESTS_DIR)
@@ -191,7 +197,7 @@ def torch_train_step_s(args, x_train):
         optimizer.step()
         loss.item()
 
-    return timed(train_step, 1, args.train_steps)
+    return timed(train_step, TRAIN_WARMUP, args.train_steps)
 
 
 def report(results, args):
@@ -218,7 +224,7 @@ def main(argv=None):
     parser.add_argument("--image_size", type=int, default=256)
     parser.add_argument("--threads", "--cpu_threads", dest="threads", type=int, default=2)
     parser.add_argument("--train_batch_size", type=int, default=16)
-    parser.add_argument("--train_steps", type=int, default=2, help="timed training steps (after 1 warm-up)")
+    parser.add_argument("--train_steps", type=int, default=2, help="timed training steps (after 2 warm-ups)")
     parser.add_argument("--infer_batch_size", type=int, default=1)
     parser.add_argument("--infer_iters", type=int, default=10, help="timed inference batches (after 2 warm-ups)")
     parser.add_argument("--skip_torch", action="store_true", help="do not time PyTorch even if installed")

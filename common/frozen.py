@@ -6,8 +6,8 @@ on 2 threads (here, under load). :class:`FrozenForward` exports the network once
 the predictor instead; outputs come back as Paddle tensors.
 
 The predictor holds a snapshot of the weights taken at construction: build it after the weights are loaded, for
-a network whose weights no longer change. At construction a small pseudo-random batch runs both ways and the outputs must
-agree (a guard against an inference-pass bug changing numbers). On a GPU, or with ``backend="dygraph"``, the
+a network whose weights no longer change. At construction a small pseudo-random batch runs both ways and the outputs
+must agree (a guard against an inference-pass bug changing numbers). On a GPU, or with ``backend="dygraph"``, the
 network runs as it is under ``paddle.no_grad()``; so does a float64 network, and one whose Paddle Inference copy
 disagrees (with a printed note).
 """
@@ -61,7 +61,8 @@ class FrozenForward:
         self.layer = layer
         self.predictor = None
         parameters = layer.parameters()
-        if backend == "dygraph" or paddle.get_device() != "cpu" or (parameters and parameters[0].dtype != paddle.float32):
+        float64 = bool(parameters) and parameters[0].dtype != paddle.float32
+        if backend == "dygraph" or paddle.get_device() != "cpu" or float64:
             return
         # a fixed pseudo-random batch of 2 (not the global NumPy stream, which drives the training order)
         sample = paddle.to_tensor(np.random.default_rng(0).random((2, *input_shape), dtype=np.float32))

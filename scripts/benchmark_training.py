@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Training speed of every method in Paddle against a PyTorch statement of the same computation, on the same
-threads, in one run: seconds per training step (RD4AD, KDAD, EfficientAD-S/-M) or per fit (OrthoAD) and the ratio.
+"""Training speed of every method in Paddle against a PyTorch statement of the same computation, on the same threads,
+in one run: seconds per training step (RD4AD, KDAD, EfficientAD-S/-M) or per fit (OrthoAD) and the ratio.
 
     python scripts/benchmark_training.py [--methods rd4ad,kdad,efficientad,orthoad] [--threads 2]
         [--sizes rd4ad=16x256,kdad=64x128,efficientad=1x256,orthoad=200x256] [--steps N] [--quick] [--output F.json]
@@ -9,18 +9,17 @@ The timed code is each method's own ``benchmark.py`` (no statement is repeated h
 ``main.py --mode train`` runs (the trainer's model, loss and optimiser), the PyTorch side the official code's step
 stated with the networks of ``tests/``. Each measurement runs in a fresh process with only one framework's thread
 pool (two pools in one process slow each other down on a small machine); threads are set as
-``common.runtime.configure`` does (Paddle) and with ``torch.set_num_threads`` (PyTorch). Training steps: one
-warm-up step, then ``--steps`` timed ones (RD4AD reports their mean, KDAD and EfficientAD their median); OrthoAD's
-fit is timed once after a warm-up batch through the backbone. Random weights and random images (speed does not
-depend on them); data loading is left out on both sides.
+``common.runtime.configure`` does (Paddle) and with ``torch.set_num_threads`` (PyTorch); both keep freed memory for
+reuse (``common.runtime.keep_freed_memory``). Training steps: warm-up (RD4AD two steps, the others one), then
+``--steps`` timed ones, of which the median is reported; OrthoAD's fit is timed once after a warm-up batch through
+the backbone. Random weights and random images (speed does not depend on them); data loading is left out on both
+sides.
 
 ``--sizes`` gives ``METHOD=BATCHxPIXELS`` (OrthoAD: number of fit images x pixels); the defaults are each paper's
 setting: RD4AD WRN50 batch 16 at 256 px, KDAD VGG16 + cloner batch 64 at 128 px, EfficientAD-S and -M batch 1 at
 256 px (student + autoencoder, no penalty image), OrthoAD WRN50 k = 300 fitted on 200 images of 256 px in batches
 of 8 (the size of a class's fit split; bottle has 188). ``--quick`` uses tiny sizes, one timed step and only
-EfficientAD-S (a smoke test, about a minute and a half on 2 idle cores).
-Timing stays out of the test suite.
-"""
+EfficientAD-S (a smoke test, about a minute and a half on 2 idle cores). Timing stays out of the test suite."""
 import argparse
 import importlib.util
 import json
@@ -119,6 +118,9 @@ def child(args):
     else:
         import torch
 
+        from common.runtime import keep_freed_memory
+
+        keep_freed_memory()  # the same allocator setting as configure() gives the Paddle side
         torch.set_num_threads(args.threads)
         version = torch.__version__
     module = load_method_benchmark(method)
@@ -239,7 +241,7 @@ def main(argv=None):
     parser.add_argument("--sizes", default="", help="METHOD=BATCHxPIXELS,... (OrthoAD: IMAGESxPIXELS); default: "
                         + ",".join(f"{m}={b}x{s}" for m, (b, s) in PAPER_SIZES.items()))
     parser.add_argument("--steps", type=int, default=None,
-                        help="timed training steps after one warm-up (default: RD4AD 3, KDAD 3, EfficientAD 10)")
+                        help="timed training steps after the warm-up (default: RD4AD 3, KDAD 3, EfficientAD 10)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and one timed step (smoke test)")
     parser.add_argument("--output", default=None, help="also write the figures to this JSON file")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
