@@ -215,7 +215,20 @@ def test_predict_export_infer_agree(trained, tmp_path, capsys):
     use_mkldnn = _read_json(inference_dir / "infer_config.json")["use_mkldnn"]
     static_maps, static_scores = Predictor(str(inference_dir), threads=2, use_mkldnn=use_mkldnn).run(images)
     assert static_maps.shape == (4, 1, config.image_size, config.image_size)
-    np.testing.assert_allclose(static_maps, maps, rtol=1e-4, atol=1e-4 * np.abs(maps).max())
+    if package != "kdad":
+        np.testing.assert_allclose(static_maps, maps, rtol=1e-4, atol=1e-4 * np.abs(maps).max())
+    else:
+        # KDAD's maps are input gradients: where a max-pool window's two largest inputs lie within float32 rounding
+        # of each other, the gradient goes to either pixel, and the sigma-4 blur spreads that pixel over ~100. The
+        # dygraph map itself moves by ~1e-3 under input noise of 1e-6; the exported map may differ from it by no
+        # more than that (measured: 4.5e-4 at 0.6 % of the pixels, against 2.1e-3 at 12 % under the noise).
+        noise = 1e-6 * np.random.default_rng(0).standard_normal(images.shape).astype(np.float32)
+        with paddle.no_grad():
+            noisy_maps = detector(paddle.to_tensor(images + noise))[0].numpy()
+        tolerance = 1e-4 * np.abs(maps).max()
+        assert np.abs(static_maps - maps).max() <= max(np.abs(noisy_maps - maps).max(), tolerance)
+        assert (np.abs(static_maps - maps) > tolerance).mean() <= max((np.abs(noisy_maps - maps) > tolerance).mean(),
+                                                                       0.01)
     np.testing.assert_allclose(static_scores, scores, rtol=1e-4)
 
 
