@@ -27,7 +27,7 @@ from common.loader import Loader
 from common.mvtec import image_paths
 from common.results import atomic_save
 from common.runtime import configure
-from common.training import TrainingDiverged, adam
+from common.training import TrainingDiverged, adam, onednn_convolutions
 
 from .checkpoint import build_pdn_for, pack_object, unpack_object
 from .config import Config
@@ -112,20 +112,21 @@ def distill_teacher(paths, config, output, steps, batch_size, norm_images, lr=1e
     bar = tqdm(total=steps, initial=done, desc=desc, dynamic_ncols=True, disable=None if main else True)
     while done < steps:
         chunk = min(steps - done, save_interval - done % save_interval)
-        for image_fe, image_pdn in _batches(paths, stream, batch_size, chunk, num_workers, rank, world):
-            target = (extractor(image_fe) - mean) / std
-            loss = pretraining_loss(target, network(image_pdn))
-            value = distributed.mean_over_processes(float(loss))
-            if not math.isfinite(value):
-                bar.close()
-                raise TrainingDiverged(f"teacher distillation stopped: loss is {value} at step {done + 1}; check "
-                                       f"the backbone weights ({config.backbone_weights}) and the images")
-            optimizer.clear_grad()
-            loss.backward()
-            optimizer.step()
-            done += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{value:.4f}")
+        with onednn_convolutions(pdn):  # the PDN's convolutions forward and backward on oneDNN
+            for image_fe, image_pdn in _batches(paths, stream, batch_size, chunk, num_workers, rank, world):
+                target = (extractor(image_fe) - mean) / std
+                loss = pretraining_loss(target, network(image_pdn))
+                value = distributed.mean_over_processes(float(loss))
+                if not math.isfinite(value):
+                    bar.close()
+                    raise TrainingDiverged(f"teacher distillation stopped: loss is {value} at step {done + 1}; "
+                                           f"check the backbone weights ({config.backbone_weights}) and the images")
+                optimizer.clear_grad()
+                loss.backward()
+                optimizer.step()
+                done += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{value:.4f}")
         if main:
             save_state(done)
     bar.close()
