@@ -1,7 +1,7 @@
 """Speed of EfficientAD on this machine: batch-1 inference at 256 px (teacher + student + autoencoder + maps, the
 exported graph under Paddle Inference with oneDNN, and Paddle dygraph) against PyTorch eager on the same threads,
-for EfficientAD-S and -M; and the time of one training step (teacher, student, autoencoder, hard loss, Adam) in
-Paddle dygraph against the same step in PyTorch.
+for EfficientAD-S and -M; and the time of one training step (teacher, student, autoencoder, hard loss, Adam) as
+the trainer takes it (teacher in Paddle Inference, convolutions on oneDNN) against the same step in PyTorch.
 
     python benchmark.py --threads 2 --iterations 20 --output benchmark.json
 
@@ -17,27 +17,15 @@ import os
 import platform
 import sys
 import tempfile
-import time
 
 import numpy as np
 
 from common.errors import main_guard
+from common.inference import timed
 from common.results import atomic_write_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TESTS_DIR = os.path.join(os.path.dirname(HERE), "tests")
-
-
-def timed(run, warmup, iterations):
-    """Median seconds per call of ``run`` after ``warmup`` calls (median: the machine may be shared)."""
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(iterations):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def paddle_benchmarks(size, args, x):

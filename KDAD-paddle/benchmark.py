@@ -25,26 +25,15 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
+
+from common.inference import timed  # imports no framework
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(HERE)
 TESTS_DIR = os.path.join(REPO_ROOT, "tests")
 LAMDA = 0.5
-
-
-def timed(run, warmup, iterations):
-    """Median seconds per call of ``run`` after ``warmup`` calls (median: the machine may be shared)."""
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(iterations):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def inputs(args):
@@ -261,7 +250,7 @@ def report(r, args):
                   f"{ratio(t('torch_eager_localization_ms'), min(t('paddle_inference_localization_onednn_ms'), t('paddle_inference_localization_no_onednn_ms'))):8.2f}x"]
     lines.append(f"training step (batch {args.train_batch_size}, expert forward + cloner forward/backward + Adam), "
                  "s/step:")
-    lines.append(f"  Paddle (expert: Paddle Inference)    {t('paddle_train_step_s'):9.2f}")
+    lines.append(f"  Paddle (oneDNN convolutions)         {t('paddle_train_step_s'):9.2f}")
     if "torch_eager_train_step_s" in r:
         lines.append(f"  PyTorch eager                        {t('torch_eager_train_step_s'):9.2f}   "
                      f"(Paddle speed-up {ratio(t('torch_eager_train_step_s'), t('paddle_train_step_s')):.2f}x)")

@@ -15,11 +15,11 @@ import os
 import platform
 import sys
 import tempfile
-import time
 
 import numpy as np
 
 from common.errors import main_guard
+from common.inference import timed
 from common.results import atomic_write_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -27,18 +27,6 @@ TESTS_DIR = os.path.join(os.path.dirname(HERE), "tests")
 
 
 TRAIN_WARMUP = 2  # the first steps grow the process's heap to its peak (common.runtime.keep_freed_memory)
-
-
-def timed(run, warmup, iterations):
-    """Median seconds per call of ``run`` after ``warmup`` calls."""
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(iterations):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 # -- Paddle ----------------------------------------------------------------------------------------------------

@@ -108,6 +108,19 @@ class Predictor:
         return [self._predictor.get_output_handle(name).copy_to_cpu() for name in self.output_names]
 
 
+def timed(run, warmup, iterations):
+    """Median seconds per call of ``run()`` after ``warmup`` untimed calls (the benchmarks' timer; the median,
+    because a shared machine gives outliers)."""
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(iterations):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
 def _rss_mb():
     try:
         with open("/proc/self/status", encoding="ascii") as handle:

@@ -33,6 +33,22 @@ def calibration_record(scores, maps, samples, held_out, image_quantile=0.99, pix
     }
 
 
+def calibrate(detector, dataset, config, held_out):
+    """The thresholds of ``detector`` (images -> (maps (B, 1, S, S), scores (B,))) on the good images ``dataset``:
+    exactly the maps and scores predict and infer compute. ``config`` gives ``eval_batch_size``, ``num_workers``,
+    ``image_quantile`` and ``pixel_quantile``; ``held_out`` says whether training saw these images."""
+    from .evaluation import collect
+
+    detector.eval()
+
+    def run_batch(images):
+        maps, scores = detector(images)
+        return maps.numpy()[:, 0], scores.numpy()
+
+    maps, scores = collect(run_batch, dataset, config.eval_batch_size, config.num_workers, "calibrate")
+    return calibration_record(scores, maps, dataset.samples, held_out, config.image_quantile, config.pixel_quantile)
+
+
 def write_thresholds(class_dir, record):
     path = os.path.join(class_dir, THRESHOLDS_FILE)
     atomic_write_json(path, record)

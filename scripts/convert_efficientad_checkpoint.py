@@ -113,7 +113,7 @@ def convert_teacher(path, output, model_size="small", out_channels=384, width_di
 def convert_set(teacher, student, autoencoder, cls, data_dir, output_dir, model_size="small", out_channels=384,
                 val_list=None, penalty="unknown (converted)", eval_batch_size=8, width_divisor=1):
     """A trained PyTorch set -> ``OUTPUT_DIR/CLS/efficientad.pdparams`` + ``thresholds.json``; returns the path."""
-    from common.thresholds import write_thresholds
+    from common.thresholds import calibrate, write_thresholds
     from efficientad import checkpoint, trainer
     from efficientad.config import Config
     from efficientad.data import dataset, training_split
@@ -138,7 +138,7 @@ def convert_set(teacher, student, autoencoder, cls, data_dir, output_dir, model_
             "source": "converted from PyTorch: " + ", ".join(os.path.basename(p) for p in (teacher, student,
                                                                                           autoencoder))}
     path = checkpoint.save(os.path.join(out_dir, checkpoint.CHECKPOINT), detector, config, meta)
-    write_thresholds(out_dir, trainer.calibrate(detector, validation_set, config))
+    write_thresholds(out_dir, calibrate(detector, validation_set, config, held_out=True))
     return path
 
 

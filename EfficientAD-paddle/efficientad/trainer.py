@@ -24,11 +24,10 @@ from tqdm import tqdm
 from common.backbones import load_state_dict_strict
 from common.config import to_dict
 from common.errors import UserError
-from common.evaluation import collect
 from common.frozen import FrozenForward
 from common.loader import Loader
 from common.results import atomic_save
-from common.thresholds import calibration_record, write_thresholds
+from common.thresholds import calibrate, write_thresholds
 from common.training import TrainingDiverged, TrainingLog, adam, check_resume, load_state, onednn_convolutions
 
 from . import checkpoint
@@ -159,25 +158,12 @@ def _train(config, cls, data_dir, output_dir, resume):
             "penalty": f"on ({len(penalty)} images from {config.penalty_dir})" if penalty else "off",
             "validation_images": [s.path for s in validation_samples]}
     path = checkpoint.save(os.path.join(out_dir, checkpoint.CHECKPOINT), detector, config, meta)
-    thresholds = calibrate(detector, validation_set, config)
+    thresholds = calibrate(detector, validation_set, config, held_out=True)  # the validation split
     write_thresholds(out_dir, thresholds)
     seconds = time.time() - start_time
     print(f"[{cls}] saved {path}; image threshold {thresholds['image_threshold']:.4f} ({thresholds['source']}); "
           f"{seconds:.1f} s")
     return {"checkpoint": path, "final_loss": value, "seconds": seconds}
-
-
-def calibrate(detector, validation_set, config):
-    """Thresholds from the validation images' maps and scores (what predict/infer compute; held out)."""
-    detector.eval()
-
-    def run_batch(images):
-        maps, scores = detector(images)
-        return maps.numpy()[:, 0], scores.numpy()
-
-    maps, scores = collect(run_batch, validation_set, config.eval_batch_size, config.num_workers, "calibrate")
-    return calibration_record(scores, maps, validation_set.samples, True, config.image_quantile,
-                              config.pixel_quantile)
 
 
 # -- data --------------------------------------------------------------------------------------------------------

@@ -19,11 +19,10 @@ import paddle
 from common import distributed
 from common.backbones import load_state_dict_strict
 from common.config import to_dict
-from common.evaluation import collect
 from common.frozen import FrozenForward
 from common.loader import Loader
 from common.results import atomic_save
-from common.thresholds import calibration_record, write_thresholds
+from common.thresholds import calibrate, write_thresholds
 from common.training import TrainingLog, adam, check_resume, load_state, onednn_convolutions, train_epoch
 
 from . import checkpoint
@@ -120,19 +119,6 @@ def _train(config, cls, data_dir, output_dir, resume):
           f"{seconds:.1f} s")
     distributed.barrier()
     return {"checkpoint": path, "final_loss": epoch_loss, "seconds": seconds}
-
-
-def calibrate(detector, calibration_set, config, held_out):
-    """Thresholds from the saliency maps and scores of good images (what predict and infer compute)."""
-    detector.eval()
-
-    def run_batch(images):
-        maps, scores = detector(images)
-        return maps.numpy()[:, 0], scores.numpy()
-
-    maps, scores = collect(run_batch, calibration_set, config.eval_batch_size, config.num_workers, "calibrate")
-    return calibration_record(scores, maps, calibration_set.samples, held_out, config.image_quantile,
-                              config.pixel_quantile)
 
 
 def _train_epoch(network, expert, parallel, criterion, optimizer, loader, config, epoch, cls):

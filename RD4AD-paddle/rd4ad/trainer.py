@@ -14,11 +14,10 @@ import paddle
 
 from common import distributed
 from common.backbones import load_state_dict_strict
-from common.evaluation import collect
 from common.frozen import FrozenForward
 from common.loader import Loader
 from common.results import atomic_save
-from common.thresholds import calibration_record, write_thresholds
+from common.thresholds import calibrate, write_thresholds
 from common.training import (TrainingLog, adam, check_resume, load_state, onednn_convolutions,
                              train_epoch)
 
@@ -131,19 +130,6 @@ class StudentLoss(paddle.nn.Layer):
     def forward(self, layer1, layer2, layer3):
         features = [layer1, layer2, layer3]
         return distillation_loss(features, self.model.student(features), self.kind)
-
-
-def calibrate(detector, calibration_set, config, held_out):
-    """Thresholds from the maps of good images (GaussianBlur smoothing, exactly what predict and infer compute)."""
-    detector.eval()
-
-    def run_batch(images):
-        maps, scores = detector(images)
-        return maps.numpy()[:, 0], scores.numpy()
-
-    maps, scores = collect(run_batch, calibration_set, config.eval_batch_size, config.num_workers, "calibrate")
-    return calibration_record(scores, maps, calibration_set.samples, held_out, config.image_quantile,
-                              config.pixel_quantile)
 
 
 def _train_epoch(model, teacher, step_loss, optimizer, loader, config, epoch, cls):
