@@ -11,10 +11,8 @@ not depend on them. Prints the median of ``--repeats`` timed runs after one warm
 import argparse
 import os
 import platform
-import statistics
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -24,18 +22,8 @@ import paddle  # noqa: E402
 
 from common.backbones import ResNetFeatures  # noqa: E402
 from common.errors import main_guard  # noqa: E402
-from common.inference import Predictor, export_static  # noqa: E402
+from common.inference import Predictor, export_static, timed  # noqa: E402
 from common.runtime import set_threads  # noqa: E402
-
-
-def median_seconds(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def torch_seconds(arch, batch, threads, repeats):
@@ -64,7 +52,7 @@ def torch_seconds(arch, batch, threads, repeats):
             y = net.maxpool(net.relu(net.bn1(net.conv1(x))))
             net.layer3(net.layer2(net.layer1(y)))
 
-    return median_seconds(run, repeats), source
+    return timed(run, 1, repeats), source
 
 
 @main_guard
@@ -84,14 +72,14 @@ def main(argv=None):
         for threads in sorted({1, cores}):
             set_threads(threads)
             rows.append((f"Paddle dygraph, {threads} thread(s)",
-                         median_seconds(lambda: model(paddle.to_tensor(x)), args.repeats)))
+                         timed(lambda: model(paddle.to_tensor(x)), 1, args.repeats)))
     with tempfile.TemporaryDirectory() as tmp:
         export_static(model, [paddle.static.InputSpec([None, 3, args.size, args.size], "float32", "x")],
                       os.path.join(tmp, "inference"))
         for mkldnn in (True, False):
             predictor = Predictor(tmp, threads=cores, use_mkldnn=mkldnn)
             rows.append((f"Paddle Inference, {cores} threads, oneDNN {'on' if mkldnn else 'off'}",
-                         median_seconds(lambda: predictor.run(x), args.repeats)))
+                         timed(lambda: predictor.run(x), 1, args.repeats)))
     seconds, source = torch_seconds(args.arch, shape, cores, args.repeats)
     rows.append((f"PyTorch eager, {cores} threads ({source})", seconds))
 
