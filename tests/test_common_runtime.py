@@ -449,3 +449,21 @@ def test_keep_freed_memory_reuses_large_blocks():
 
     page_faults_of_a_64mb_block()  # the heap grows once
     assert page_faults_of_a_64mb_block() < 1000
+
+
+def test_onednn_convolution_programs_do_not_keep_the_model_alive():
+    """The kept programs hold their layers weakly: a trained model is freed once the trainer drops it (a per-class
+    loop trains 15 models in one process)."""
+    import gc
+    import weakref
+
+    from common import training
+
+    net = _ConvBlock()
+    net.train()
+    with training.onednn_convolutions(net):
+        net(paddle.rand([2, 3, 16, 16])).mean().backward()
+    alive = weakref.ref(net.conv1)
+    del net
+    gc.collect()
+    assert alive() is None
