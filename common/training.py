@@ -75,26 +75,20 @@ def _program_layer(convolution):
     """The layer ``convolution``'s own forward as a separate layer to compile (the layer itself stays dygraph)."""
     import paddle
 
-    global _ConvolutionProgram
-    if _ConvolutionProgram is None:
-        class ConvolutionProgram(paddle.nn.Layer):
-            def __init__(self, layer):
-                super().__init__()
-                # weak: _PROGRAMS must not keep the layer (and its model) alive after training, e.g. across the
-                # classes of a per-class loop
-                self.layer = weakref.ref(layer)
+    class ConvolutionProgram(paddle.nn.Layer):
+        def __init__(self, layer):
+            super().__init__()
+            # weak, and no closure over the layer: _PROGRAMS must not keep the layer (and its model) alive after
+            # training, e.g. across the classes of a per-class loop
+            self.layer = weakref.ref(layer)
 
-            def forward(self, x):
-                layer = self.layer()
-                # the copy: a program whose output is a oneDNN kernel's own output fails in Paddle 3.3.1
-                # (run_program: "dst_tensor shall be defined"); it costs one pass over the output
-                return paddle.assign(type(layer).forward(layer, x))
+        def forward(self, x):
+            layer = self.layer()
+            # the copy: a program whose output is a oneDNN kernel's own output fails in Paddle 3.3.1 (run_program:
+            # "dst_tensor shall be defined"); it costs one pass over the output
+            return paddle.assign(type(layer).forward(layer, x))
 
-        _ConvolutionProgram = ConvolutionProgram
-    return _ConvolutionProgram(convolution)
-
-
-_ConvolutionProgram = None  # defined on first use (importing this module does not import Paddle)
+    return ConvolutionProgram(convolution)
 
 
 class TrainingDiverged(UserError):
