@@ -20,9 +20,9 @@ import tempfile
 
 import numpy as np
 
-from common.errors import main_guard
-from common.inference import timed
-from common.results import atomic_write_json
+from common.core.errors import main_guard
+from common.core.files import atomic_write_json
+from common.deploy.benchmark import timed
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TESTS_DIR = os.path.join(os.path.dirname(HERE), "tests")
@@ -31,7 +31,7 @@ TESTS_DIR = os.path.join(os.path.dirname(HERE), "tests")
 def paddle_benchmarks(size, args, x):
     import paddle
 
-    from common.inference import Predictor, export_static
+    from common.core.inference import Predictor, export_static
     from efficientad.detector import build_detector
 
     paddle.seed(0)
@@ -58,7 +58,7 @@ def paddle_train_step_ms(size, x, steps):
     median of ``steps`` after one warm-up."""
     import paddle
 
-    from common.frozen import FrozenForward
+    from common.training.frozen import FrozenForward
     from efficientad.config import Config
     from efficientad.detector import build_detector
     from efficientad.trainer import build_optimizer, train_step
@@ -151,7 +151,7 @@ def run(argv=None):
     parser.add_argument("--sizes", default="small,medium")
     parser.add_argument("--output", default=None, help="also write the numbers to this JSON file")
     args = parser.parse_args(argv)
-    from common.runtime import configure
+    from common.core.runtime import configure
 
     configure("cpu", args.threads, 0)
     x = np.random.default_rng(0).standard_normal((1, 3, 256, 256)).astype(np.float32)

@@ -1,5 +1,6 @@
 """Same as `python main.py --mode train` (see --help)."""
-from common.commands import main
+import efficientad
+from common.cli.commands import main
 
 if __name__ == "__main__":
-    main("efficientad", "train")
+    main(efficientad, "train")

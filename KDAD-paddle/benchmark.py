@@ -12,7 +12,7 @@ number of threads.
 
 The localisation graph computes the input gradient with forward operators (``kdad.model.chain_input_gradient``), so
 both exported graphs run with and without oneDNN. The training step is the one ``main.py --mode train`` takes: the
-frozen expert through ``common.frozen.FrozenForward`` (Paddle Inference with oneDNN), the cloner in dygraph.
+frozen expert through ``common.training.frozen.FrozenForward`` (Paddle Inference with oneDNN), the cloner in dygraph.
 Weights are random (speed does not depend on them). The PyTorch side is the official code's restatement in ``tests/test_kdad_reference.py``
 (torch is never imported by the rest of this folder). Each framework runs in its own process: torch and Paddle
 thread pools in one process slow each other down on a small machine.
@@ -28,7 +28,7 @@ import tempfile
 
 import numpy as np
 
-from common.inference import timed  # imports no framework
+from common.deploy.benchmark import timed  # imports no framework
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(HERE)
@@ -47,8 +47,8 @@ def inputs(args):
 def paddle_benchmarks(args):
     import paddle
 
-    from common.inference import Predictor, export_static
-    from common.runtime import configure
+    from common.core.inference import Predictor, export_static
+    from common.core.runtime import configure
     from kdad.detector import KDADDetector
     from kdad.model import KDADNetwork
 
@@ -94,14 +94,15 @@ def paddle_benchmarks(args):
 
 def paddle_train_step_s(args):
     """Seconds per training step as ``main.py --mode train`` takes it: the frozen expert through
-    ``common.frozen.FrozenForward`` (Paddle Inference, oneDNN), the cloner forward/backward in dygraph with its
-    convolutions on oneDNN (``common.training.onednn_convolutions``), the trainer's
+    ``common.training.frozen.FrozenForward`` (Paddle Inference, oneDNN), the cloner forward/backward in dygraph with its
+    convolutions on oneDNN (``common.training.onednn.onednn_convolutions``), the trainer's
     Adam; median of ``args.train_steps`` steps after one warm-up."""
     import paddle
 
-    from common.frozen import FrozenForward
-    from common.runtime import configure
-    from common.training import adam, onednn_convolutions
+    from common.core.runtime import configure
+    from common.training.frozen import FrozenForward
+    from common.training.onednn import onednn_convolutions
+    from common.training.optimizer import adam
     from kdad.loss import MseDirectionLoss
     from kdad.model import KDADNetwork, trainable_parameters
 
@@ -131,9 +132,9 @@ def torch_benchmarks(args):
 
     sys.path.insert(0, TESTS_DIR)
     import test_kdad_reference as reference
-    from torch_reference import TorchVGG16
 
-    from common.postprocess import gaussian_kernel1d, reflect_indices
+    from common.networks.postprocess import gaussian_kernel1d, reflect_indices
+    from torch_reference import TorchVGG16
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -187,6 +188,7 @@ def torch_train_step_s(args):
 
     sys.path.insert(0, TESTS_DIR)
     import test_kdad_reference as reference
+
     from torch_reference import TorchVGG16
 
     torch.set_num_threads(args.threads)
@@ -274,7 +276,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.side:  # a child process: one framework only
         sys.path.insert(0, REPO_ROOT)
-        from common.runtime import keep_freed_memory
+        from common.core.runtime import keep_freed_memory
 
         keep_freed_memory()  # both sides (the Paddle side gets it from configure as well)
         results = paddle_benchmarks(args) if args.side == "paddle" else torch_benchmarks(args)
@@ -292,7 +294,7 @@ def main(argv=None):
     print(text)
     if args.output:
         sys.path.insert(0, REPO_ROOT)
-        from common.results import atomic_write_json
+        from common.core.files import atomic_write_json
 
         atomic_write_json(args.output, {"config": {k: v for k, v in vars(args).items() if not k.startswith("side")},
                                         "results": results, "report": text})

@@ -2,10 +2,11 @@
 --normal_class CLASS --model_path FILE. The model's own saved configuration is used, so --config is ignored."""
 import sys
 
-from common.commands import main
+import kdad
+from common.cli.commands import main
 
 if __name__ == "__main__":
     if "--config" in sys.argv:  # the checkpoint carries the configuration it was trained with
         index = sys.argv.index("--config")
         del sys.argv[index:index + 2]
-    main("kdad", "eval")
+    main(kdad, "eval")

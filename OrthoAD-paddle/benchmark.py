@@ -20,7 +20,6 @@ import sys
 import tempfile
 import time
 
-
 SETTINGS = (("wide_resnet50_2", 300), ("resnet18", 100))
 IMAGE_COUNTS = (50, 200)
 TESTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests")
@@ -37,9 +36,9 @@ def _rss_mb():
 
 def child_fit(args):
     """Fit on the first ``n`` training images; print JSON with seconds and memory; optionally save the model."""
-    from common.loader import Loader
-    from common.mvtec import train_samples
-    from common.runtime import configure
+    from common.core.runtime import configure
+    from common.data.loader import Loader
+    from common.data.readers.mvtec import train_samples
     from orthoad import checkpoint
     from orthoad.config import Config
     from orthoad.data import dataset
@@ -59,7 +58,8 @@ def child_fit(args):
               "baseline_rss_mb": round(baseline), "peak_rss_mb": round(_peak_mb()),
               "statistics_mb": round((factor.nbytes + mean.nbytes) / 2 ** 20)}
     if args.save:
-        checkpoint.save(args.save, config, projection, mean, factor, {"num_fit_images": count})
+        detector = checkpoint.build_detector(config, projection, mean, factor)
+        checkpoint.save(args.save, detector, config, {"num_fit_images": count})
     print(json.dumps(report))
 
 
@@ -135,10 +135,11 @@ def child_infer(args):
     """Images/s of the dygraph model and of the exported model under Paddle Inference (batch 1)."""
     import paddle
 
-    from common.export import export_detector
-    from common.inference import Predictor
-    from common.mvtec import open_image, test_samples
-    from common.runtime import configure
+    from common.core.inference import Predictor
+    from common.core.runtime import configure
+    from common.data.images import open_image
+    from common.data.readers.mvtec import test_samples
+    from common.deploy.export import export_detector
     from orthoad import checkpoint
     from orthoad.data import preprocess as make_preprocess
 
@@ -196,7 +197,7 @@ def main():
         return child_infer(args)
     scratch_data = None
     if args.data_dir is None:
-        from common.synthetic import make_class
+        from common.data.synthetic import make_class
 
         scratch_data = tempfile.mkdtemp(prefix="orthoad-bench-")
         make_class(scratch_data, args.cls, size=256, n_train=237, n_test_good=20, n_test_defect=3)

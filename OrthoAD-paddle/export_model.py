@@ -1,5 +1,6 @@
 """Export a fitted OrthoAD / PaDiM class model to one static graph: python export_model.py --cls bottle."""
-from common.export import main
+import orthoad
+from common.cli.export_model import main
 
 if __name__ == "__main__":
-    main("orthoad")
+    main(orthoad)

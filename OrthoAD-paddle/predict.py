@@ -1,5 +1,6 @@
 """Same as `python main.py --mode predict` (see --help)."""
-from common.commands import main
+import orthoad
+from common.cli.commands import main
 
 if __name__ == "__main__":
-    main("orthoad", "predict")
+    main(orthoad, "predict")

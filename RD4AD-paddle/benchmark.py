@@ -18,23 +18,23 @@ import tempfile
 
 import numpy as np
 
-from common.errors import main_guard
-from common.inference import timed
-from common.results import atomic_write_json
+from common.core.errors import main_guard
+from common.core.files import atomic_write_json
+from common.deploy.benchmark import timed
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TESTS_DIR = os.path.join(os.path.dirname(HERE), "tests")
 
 
-TRAIN_WARMUP = 2  # the first steps grow the process's heap to its peak (common.runtime.keep_freed_memory)
+TRAIN_WARMUP = 2  # the first steps grow the process's heap to its peak (common.core.runtime.keep_freed_memory)
 
 
 # -- Paddle ----------------------------------------------------------------------------------------------------
 def paddle_benchmarks(args, x_train, x_infer):
     import paddle
 
-    from common.inference import Predictor, export_static
-    from common.runtime import configure
+    from common.core.inference import Predictor, export_static
+    from common.core.runtime import configure
     from rd4ad.detector import RD4ADDetector
     from rd4ad.model import ReverseDistillation
 
@@ -69,8 +69,9 @@ def paddle_train_step_s(args, x_train):
     batch ``x_train``; median of ``args.train_steps`` steps after ``TRAIN_WARMUP``."""
     import paddle
 
-    from common.frozen import FrozenForward
-    from common.training import adam, onednn_convolutions
+    from common.training.frozen import FrozenForward
+    from common.training.onednn import onednn_convolutions
+    from common.training.optimizer import adam
     from rd4ad.config import Config
     from rd4ad.model import ReverseDistillation
     from rd4ad.trainer import StudentLoss
@@ -101,7 +102,7 @@ def plain_cpu_predictor(folder, threads):
     """A Paddle Inference run function with oneDNN explicitly disabled (Paddle 3 enables it by default)."""
     from paddle import inference
 
-    from common.inference import find_model_files
+    from common.core.inference import find_model_files
 
     config = inference.Config(*find_model_files(folder))
     config.disable_gpu()
@@ -129,7 +130,7 @@ def torch_benchmarks(args, x_train, x_infer):
     sys.path.insert(0, TESTS_DIR)
     import test_rd4ad_reference as reference
 
-    from common.postprocess import gaussian_kernel1d, reflect_indices
+    from common.networks.postprocess import gaussian_kernel1d, reflect_indices
 
     torch.set_num_threads(args.threads)
     results = {"torch_eager_train_step_s": torch_train_step_s(args, x_train)}

@@ -1,5 +1,6 @@
 """RD4AD: python main.py --mode train|eval|predict|infer --cls CLASS --data_dir DIR (see --help)."""
-from common.commands import main
+import rd4ad
+from common.cli.commands import main
 
 if __name__ == "__main__":
-    main("rd4ad")
+    main(rd4ad)

@@ -2,20 +2,20 @@
 
 Sub-modules (import the one you need; nothing heavy is imported here):
 
-- ``common.categories``  MVTec AD class names and the ``all``/``textures``/``objects`` groups
-- ``common.errors``      ``UserError`` and the one-line error handler for command-line entry points
-- ``common.runtime``     CPU thread count, device selection and seeding for Paddle
-- ``common.mvtec``       MVTec AD / custom-folder reader (images, labels, masks)
-- ``common.transforms``  per-method image and mask preprocessing
-- ``common.splits``      seeded train/validation splits
+- ``common.data.readers.mvtec``  MVTec AD class names and the ``all``/``textures``/``objects`` groups
+- ``common.core.errors``      ``UserError`` and the one-line error handler for command-line entry points
+- ``common.core.runtime``     CPU thread count, device selection and seeding for Paddle
+- ``common.data.readers.mvtec``       MVTec AD / custom-folder reader (images, labels, masks)
+- ``common.data.transforms``  per-method image and mask preprocessing
+- ``common.data.splits``      seeded train/validation splits
 - ``common.synthetic``   seeded MVTec-layout synthetic data
 - ``common.metrics``     image/pixel AUROC, AU-PRO (official MVTec), RD4AD PRO, thresholds
-- ``common.postprocess`` Gaussian smoothing and upsampling, also as Paddle layers for exported graphs
-- ``common.visualize``   heatmap overlays, predicted masks, ground-truth contours
-- ``common.predict``     the predict/infer loop over an image or folder: pictures and predictions.jsonl
-- ``common.results``     atomic file writes and the per-(method, class) results JSON
-- ``common.backbones``   ImageNet backbones (resnet18, wide_resnet50_2, wide_resnet101_2, vgg16) and their weights
-- ``common.inference``   the Paddle Inference predictor behind every ``infer.py``, and the benchmark timer
+- ``common.networks.postprocess`` Gaussian smoothing and upsampling, also as Paddle layers for exported graphs
+- ``common.evaluation.pictures``   heatmap overlays, predicted masks, ground-truth contours
+- ``common.deploy.predict``     the predict/infer loop over an image or folder: pictures and predictions.jsonl
+- ``common.evaluation.results``     atomic file writes and the per-(method, class) results JSON
+- ``common.networks.backbones``   ImageNet backbones (resnet18, wide_resnet50_2, wide_resnet101_2, vgg16) and their weights
+- ``common.core.inference``   the Paddle Inference predictor behind every ``infer.py``, and the benchmark timer
 """
 import os
 import warnings

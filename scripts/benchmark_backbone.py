@@ -4,7 +4,7 @@
     python scripts/benchmark_backbone.py [--arch wide_resnet50_2] [--batch 8] [--size 256] [--repeats 3]
 
 Rows: Paddle dygraph with 1 thread (what Paddle does by default: it sets OMP_NUM_THREADS=1 at import) and with
-every core (what this repository's entry points do through ``common.runtime.configure``); Paddle Inference with
+every core (what this repository's entry points do through ``common.core.runtime.configure``); Paddle Inference with
 and without oneDNN; PyTorch eager on the same number of threads when torch is installed. Random weights: speed does
 not depend on them. Prints the median of ``--repeats`` timed runs after one warm-up.
 """
@@ -16,14 +16,15 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import common  # noqa: E402,F401 - warning filters before paddle is imported
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
-from common.backbones import ResNetFeatures  # noqa: E402
-from common.errors import main_guard  # noqa: E402
-from common.inference import Predictor, export_static, timed  # noqa: E402
-from common.runtime import set_threads  # noqa: E402
+import common  # noqa: E402,F401 - warning filters before paddle is imported
+from common.core.errors import main_guard  # noqa: E402
+from common.core.inference import Predictor, export_static  # noqa: E402
+from common.core.runtime import set_threads  # noqa: E402
+from common.deploy.benchmark import timed  # noqa: E402
+from common.networks.backbones import ResNetFeatures  # noqa: E402
 
 
 def torch_seconds(arch, batch, threads, repeats):
@@ -57,7 +58,7 @@ def torch_seconds(arch, batch, threads, repeats):
 
 @main_guard
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", default="wide_resnet50_2")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=256)

@@ -5,7 +5,7 @@ ONNX Runtime, OpenVINO), at batch 1 and 8, on the same threads, in one run.
     python scripts/benchmark_backends.py [--threads 2] [--methods rd4ad,orthoad] [--repeats 5] [--out FILE.json]
 
 Detectors are built at their default sizes with random weights (speed does not depend on the weights) and exported
-with ``common.export.export_detector`` (Paddle graph + ONNX copy); every backend then scores the same random batch.
+with ``common.deploy.export.export_detector`` (Paddle graph + ONNX copy); every backend then scores the same random batch.
 A backend whose package is missing is reported as such. OrthoAD is measured with ResNet-18, k = 100: its WRN50
 k = 300 graph carries 1.5 GB of statistics, which ONNX files (protobuf, 2 GB limit) hold only barely. KDAD's graph
 is its localisation (score and vanilla-gradient saliency map, the backward pass written with forward operators).
@@ -23,7 +23,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import common  # noqa: E402,F401 - quiet Paddle start-up
-from common.errors import UserError, main_guard  # noqa: E402
+from common.core.errors import UserError, main_guard  # noqa: E402
 
 
 def rd4ad_detector():
@@ -93,7 +93,7 @@ def images_per_second(run, x, repeats):
 
 def runners(folder, threads):
     """(name, run function or the reason it is missing) for every backend."""
-    from common.backends import make_runner
+    from common.deploy.backends import make_runner
 
     for name, backend, mkldnn in (("paddle+oneDNN", "paddle", True), ("paddle", "paddle", False),
                                   ("onnxruntime", "onnxruntime", None), ("openvino", "openvino", None)):
@@ -105,16 +105,16 @@ def runners(folder, threads):
 
 @main_guard
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--methods", default=",".join(BUILDERS))
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per batch size (after one warm-up)")
     parser.add_argument("--out", default=None, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
-    from common.export import export_detector
-    from common.results import atomic_write_json
-    from common.runtime import configure
+    from common.core.files import atomic_write_json
+    from common.core.runtime import configure
+    from common.deploy.export import export_detector
 
     configure("cpu", args.threads, 0)
     batches = [int(b) for b in args.batches.split(",")]

@@ -22,10 +22,12 @@ from scipy import ndimage
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "RD4AD-paddle"))  # RD4AD's own PRO protocol lives in its method folder
 
-from common import metrics  # noqa: E402
-from common.errors import main_guard  # noqa: E402
 import metric_references as references  # noqa: E402
+from common import metrics  # noqa: E402
+from common.core.errors import main_guard  # noqa: E402
+from rd4ad.metric import rd4ad_pro  # noqa: E402
 
 
 def realistic_maps(masks, seed):
@@ -88,7 +90,7 @@ def peak_memory(function):
 def benchmark(name, masks, maps, repeats, run_rd4ad_loop):
     cases = [
         ("au_pro", lambda: metrics.au_pro(masks, maps), lambda: references.mvtec_au_pro(masks, maps)),
-        ("rd4ad_pro", lambda: metrics.rd4ad_pro(masks, maps),
+        ("rd4ad_pro", lambda: rd4ad_pro(masks, maps),
          (lambda: references.rd4ad_pro_loop(masks, maps)[0]) if run_rd4ad_loop else None),
         ("pixel_auroc", lambda: metrics.pixel_auroc(masks, maps), None),
     ]
@@ -110,7 +112,7 @@ def benchmark(name, masks, maps, repeats, run_rd4ad_loop):
 
 @main_guard
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=None, help="MVTec AD root holding bottle/ (e.g. a 256 px copy); without it "
                                                      "only the synthetic maps are timed")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per function; the best is reported")

@@ -9,8 +9,8 @@ The timed code is each method's own ``benchmark.py`` (no statement is repeated h
 ``main.py --mode train`` runs (the trainer's model, loss and optimiser), the PyTorch side the official code's step
 stated with the networks of ``tests/``. Each measurement runs in a fresh process with only one framework's thread
 pool (two pools in one process slow each other down on a small machine); threads are set as
-``common.runtime.configure`` does (Paddle) and with ``torch.set_num_threads`` (PyTorch); both keep freed memory for
-reuse (``common.runtime.keep_freed_memory``). Training steps: warm-up (RD4AD two steps, the others one), then
+``common.core.runtime.configure`` does (Paddle) and with ``torch.set_num_threads`` (PyTorch); both keep freed memory for
+reuse (``common.core.runtime.keep_freed_memory``). Training steps: warm-up (RD4AD two steps, the others one), then
 ``--steps`` timed ones, of which the median is reported; OrthoAD's fit is timed once after a warm-up batch through
 the backbone. Random weights and random images (speed does not depend on them); data loading is left out on both
 sides.
@@ -35,7 +35,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import common  # noqa: E402,F401 - quiet Paddle start-up in the children
-from common.errors import UserError, main_guard  # noqa: E402
+from common.core.errors import UserError, main_guard  # noqa: E402
 
 METHODS = ("rd4ad", "kdad", "efficientad", "orthoad")
 FOLDERS = {"rd4ad": "RD4AD-paddle", "kdad": "KDAD-paddle", "efficientad": "EfficientAD-paddle",
@@ -111,14 +111,14 @@ def child(args):
     if args.side == "paddle":
         import paddle
 
-        from common.runtime import configure
+        from common.core.runtime import configure
 
         configure("cpu", args.threads, 0)
         version = paddle.__version__
     else:
         import torch
 
-        from common.runtime import keep_freed_memory
+        from common.core.runtime import keep_freed_memory
 
         keep_freed_memory()  # the same allocator setting as configure() gives the Paddle side
         torch.set_num_threads(args.threads)
@@ -226,7 +226,7 @@ def run(args):
     text = header + "\n\n" + table(rows)
     print("\n" + text)
     if args.output:
-        from common.results import atomic_write_json
+        from common.core.files import atomic_write_json
 
         atomic_write_json(args.output, {"machine": machine, "quick": args.quick, "rows": rows, "report": text})
     return rows
@@ -234,7 +234,7 @@ def run(args):
 
 @main_guard
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default=",".join(METHODS), help="comma list of " + ", ".join(METHODS))
     parser.add_argument("--threads", type=int, default=2, help="CPU threads of each framework")

@@ -30,8 +30,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 sys.path.insert(0, os.path.join(REPO_ROOT, "EfficientAD-paddle"))
 
-from common.errors import UserError, main_guard  # noqa: E402
-from common.results import atomic_save  # noqa: E402
+from common.core.errors import UserError, main_guard  # noqa: E402
+from common.core.files import atomic_save  # noqa: E402
 
 ANOMALIB_CONV = re.compile(r"^conv(\d+)\.(weight|bias)$")
 UNSAFE_WARNING = ("warning: {path} is not a plain state dict; loading it as a pickled PyTorch module with "
@@ -86,7 +86,7 @@ def reference_keys(state, sequential_keys, path):
 
 def convert_network(path, layer):
     """Load the torch weights at ``path`` into the Paddle ``layer`` (keys and shapes checked)."""
-    from common.backbones import load_state_dict_strict
+    from common.networks.backbones import load_state_dict_strict
 
     state = reference_keys(read_torch_weights(path), list(layer.state_dict()), path)
     try:
@@ -113,7 +113,7 @@ def convert_teacher(path, output, model_size="small", out_channels=384, width_di
 def convert_set(teacher, student, autoencoder, cls, data_dir, output_dir, model_size="small", out_channels=384,
                 val_list=None, penalty="unknown (converted)", eval_batch_size=8, width_divisor=1):
     """A trained PyTorch set -> ``OUTPUT_DIR/CLS/efficientad.pdparams`` + ``thresholds.json``; returns the path."""
-    from common.thresholds import calibrate, write_thresholds
+    from common.evaluation.thresholds import calibrate, write_thresholds
     from efficientad import checkpoint, trainer
     from efficientad.config import Config
     from efficientad.data import dataset, training_split
@@ -143,7 +143,7 @@ def convert_set(teacher, student, autoencoder, cls, data_dir, output_dir, model_
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--teacher", required=True, help="teacher .pth (state dict, pickled module or anomalib)")
     parser.add_argument("--student", default=None, help="student .pth (with --autoencoder: convert a trained set)")
@@ -166,7 +166,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from common.runtime import configure
+    from common.core.runtime import configure
 
     configure("cpu", args.threads, 0)
     if bool(args.student) != bool(args.autoencoder):

@@ -19,12 +19,13 @@ sys.path.insert(0, REPO_ROOT)
 sys.path.insert(0, os.path.join(REPO_ROOT, "KDAD-paddle"))
 
 from convert_torch_weights import convert_file, torch_load  # noqa: E402 - beside this script
-from common.errors import main_guard  # noqa: E402
+
+from common.core.errors import main_guard  # noqa: E402
 from kdad.checkpoint import CHECKPOINT, save_official  # noqa: E402
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--ckpt", required=True, help="official cloner state dict .pth (keys features.N.*)")
     parser.add_argument("--cls", required=True, help="class the checkpoint was trained on")

@@ -14,10 +14,15 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from common.backbones import (  # noqa: E402
-    ARCHS, build_backbone, check_arch, convert_torchvision_state_dict, load_state_dict_strict)
-from common.errors import UserError, main_guard  # noqa: E402
-from common.runtime import configure  # noqa: E402
+from common.core.errors import UserError, main_guard  # noqa: E402
+from common.core.runtime import configure  # noqa: E402
+from common.networks.backbones import (
+    ARCHS,
+    build_backbone,
+    check_arch,
+    convert_torchvision_state_dict,
+    load_state_dict_strict,
+)
 
 
 def load_torch_state_dict(path):
@@ -62,7 +67,7 @@ def save_atomically(state_dict, dst):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", required=True, help=f"one of: {', '.join(ARCHS)}")
     parser.add_argument("--src", required=True, help="torchvision checkpoint (.pth)")
     parser.add_argument("--dst", required=True, help="output Paddle state dict (.pdparams)")

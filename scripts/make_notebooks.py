@@ -114,7 +114,7 @@ def build_all():
 def main(argv=None):
     import argparse
 
-    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
+    argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0]).parse_args(argv)
     os.makedirs(os.path.join(REPO, "notebooks"), exist_ok=True)
     for path, book in build_all().items():
         nbformat.write(book, path)

@@ -12,16 +12,17 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from common.errors import UserError, main_guard  # noqa: E402
-from common.report import render  # noqa: E402
-from common.results import atomic_write_text, load_results  # noqa: E402
+from common.cli.report import render  # noqa: E402
+from common.core.errors import UserError, main_guard  # noqa: E402
+from common.core.files import atomic_write_text  # noqa: E402
+from common.evaluation.results import load_results  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @main_guard
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("results_dir", help="folder with METHOD_CLASS.json files (searched recursively)")
     parser.add_argument("--digits", type=int, default=1, help="decimals (values are in percent)")
     parser.add_argument("--out", help="also write the Markdown to this file")

@@ -1,17 +1,23 @@
 #!/usr/bin/env python
-"""Full-protocol runs of one method over MVTec AD classes, classes in parallel (one per GPU), resumable.
+"""Full-protocol runs of one method over the classes of a benchmark, classes in parallel (one per GPU), resumable.
 
-    scripts/reproduce.sh METHOD [--gpus 0,1,...] [--workers N] [--classes all|textures|objects|a,b] [-- TRAIN OPTIONS]
+    scripts/reproduce.sh METHOD [--dataset NAME] [--fold N] [--gpus 0,1,...] [--workers N]
+                         [--classes all|textures|objects|a,b] [-- TRAIN OPTIONS]
 
-Each class trains with the method folder's ``configs/default.yaml`` (the paper's protocol), then evaluates; its
+A benchmark is a ``--dataset`` (default MVTec AD; also mvtec_loco, visa, kolektor with ``--fold``, kolektor2, btech,
+and the one-class cifar10, mnist, fashionmnist, retina, whose classes are the ten (four) normal classes). Each class
+trains with the method folder's ``configs/default.yaml`` (the paper's protocol; add ``-- --config configs/X.yaml``
+for a dataset's own settings), then evaluates; its
 logs go to ``LOG_DIR/CLASS_{train,eval}.log``. A class whose results file exists is skipped, so an interrupted run
-continues where it stopped (a class stopped mid-training resumes its training with ``--resume``). A failing class is
+continues where it stopped (every class trains with ``--resume``: one stopped mid-training continues from its last
+saved state, bit for bit as if it had not stopped). A failing class is
 reported and the others go on; the exit status is 1 when any failed. At the end the table against the paper is
 printed (``scripts/make_table.py``).
 
 Workers: one per ``--gpus`` entry (each class runs on its worker's GPU), else ``--workers N`` on the CPU
 (``--threads`` split between them). Environment: DATA_DIR (default data/mvtec_anomaly_detection), OUTPUT_DIR
-(default output/reproduce/METHOD), LOG_DIR (default logs/reproduce/METHOD), PYTHON.
+(default output/reproduce/METHOD, or METHOD_DATASET for another dataset), LOG_DIR (likewise under
+logs/reproduce), PYTHON.
 """
 import argparse
 import os
@@ -23,8 +29,9 @@ import threading
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from common.categories import resolve_classes  # noqa: E402
-from common.errors import UserError, main_guard  # noqa: E402
+from common.core.errors import UserError, main_guard  # noqa: E402
+from common.data.readers import classes_for, dataset_format  # noqa: E402
+from common.evaluation.results import results_path  # noqa: E402
 
 FOLDERS = {"rd4ad": "RD4AD-paddle", "kdad": "KDAD-paddle", "mkd": "KDAD-paddle", "orthoad": "OrthoAD-paddle",
            "padim": "OrthoAD-paddle", "efficientad": "EfficientAD-paddle"}
@@ -35,11 +42,13 @@ RESULT_NAMES = {"RD4AD-paddle": "RD4AD", "KDAD-paddle": "KDAD", "OrthoAD-paddle"
 def run_class(cls, device, threads, folder, paths, extra, lock):
     """Train (resuming a state left by an interrupted run) and evaluate one class; returns None or the failure."""
     python = os.environ.get("PYTHON", sys.executable)
-    common = ["--cls", cls, "--data_dir", paths["data"], "--output_dir", paths["output"], "--device", device]
+    common = ["--cls", cls, "--data_dir", paths["data"], "--output_dir", paths["output"], "--device", device,
+              "--dataset", paths["dataset"], *(["--fold", str(paths["fold"])] if paths["fold"] is not None else [])]
     if threads:
         common += ["--threads", str(threads)]
-    state = os.path.join(paths["output"], cls, "train_state.pdparams")
-    steps = (("train", ["--mode", "train", *common, *(["--resume"] if os.path.isfile(state) else []), *extra]),
+    # --resume: a class killed mid-training continues from its last state, one never started begins, one finished
+    # (model and thresholds written) is left as it is (common.training.state)
+    steps = (("train", ["--mode", "train", *common, "--resume", *extra]),
              ("eval", ["--mode", "eval", *common]))
     for name, args in steps:
         log = os.path.join(paths["logs"], f"{cls}_{name}.log")
@@ -57,12 +66,16 @@ def run_class(cls, device, threads, folder, paths, extra, lock):
 
 @main_guard
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("method", help="rd4ad | kdad | orthoad | efficientad")
     parser.add_argument("--gpus", default=None, help="comma-separated GPU ids: one worker per GPU")
     parser.add_argument("--workers", type=int, default=1, help="CPU workers when --gpus is not given")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per worker (default: cores / workers)")
-    parser.add_argument("--classes", default="all", help="all | textures | objects | a comma-separated list")
+    parser.add_argument("--classes", default="all", help="all | textures | objects | a comma-separated list (for a "
+                                                         "one-class dataset: class names or indices)")
+    parser.add_argument("--dataset", default="mvtec", help="dataset format (mvtec, mvtec_loco, visa, kolektor, "
+                                                           "kolektor2, btech, cifar10, mnist, fashionmnist, retina)")
+    parser.add_argument("--fold", type=int, default=None, help="fold of a format with folds (kolektor)")
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
@@ -70,15 +83,16 @@ def main(argv=None):
     if folder is None or not os.path.isfile(os.path.join(REPO, folder, "main.py")):
         raise UserError(f"unknown or missing method '{args.method}' (rd4ad, kdad, orthoad, efficientad)")
     method = RESULT_NAMES[folder] if args.method.lower() != "padim" else "PaDiM"
+    run_name = args.method.lower() + ("" if args.dataset == "mvtec" else f"_{args.dataset}")
     paths = {"data": os.path.abspath(os.environ.get("DATA_DIR", os.path.join(REPO, "data", "mvtec_anomaly_detection"))),
              "output": os.path.abspath(os.environ.get("OUTPUT_DIR", os.path.join(REPO, "output", "reproduce",
-                                                                                  args.method.lower()))),
-             "logs": os.path.abspath(os.environ.get("LOG_DIR", os.path.join(REPO, "logs", "reproduce",
-                                                                            args.method.lower())))}
+                                                                                  run_name))),
+             "logs": os.path.abspath(os.environ.get("LOG_DIR", os.path.join(REPO, "logs", "reproduce", run_name)))}
     if not os.path.isdir(paths["data"]):
-        raise UserError(f"data folder not found: {paths['data']} (set DATA_DIR to the MVTec AD root)")
+        raise UserError(f"data folder not found: {paths['data']} (set DATA_DIR to the {args.dataset} root)")
     os.makedirs(paths["logs"], exist_ok=True)
-    classes = resolve_classes(args.classes, sorted(os.listdir(paths["data"])))
+    paths.update(dataset=args.dataset, fold=args.fold)
+    classes = classes_for(args.classes, paths["data"], dataset_format(args.dataset))
     if args.gpus:
         devices = [f"gpu:{g.strip()}" for g in args.gpus.split(",") if g.strip()]
     else:
@@ -87,7 +101,7 @@ def main(argv=None):
         devices = ["cpu"] * args.workers
     threads = args.threads or (None if args.gpus else max(1, (os.cpu_count() or 1) // len(devices)))
     done = [c for c in classes
-            if os.path.isfile(os.path.join(paths["output"], "results", f"{method}_{c}.json"))]
+            if os.path.isfile(results_path(os.path.join(paths["output"], "results"), method, c, args.dataset))]
     todo = queue.Queue()
     for cls in classes:
         if cls in done:

@@ -9,3 +9,6 @@ Modules:
 - :mod:`efficientad.detector`: :class:`~efficientad.detector.EfficientADDetector` (maps, score, statistics as
   buffers, exportable), teacher channel statistics and validation map quantiles.
 """
+
+# the method contract (common.cli.commands): the entry scripts pass this package and reach its modules
+from . import checkpoint, config, data, detector, evaluate, loss, model, trainer  # noqa: E402,F401

@@ -9,14 +9,11 @@ statistics as local variables and cannot be reloaded without recomputing them). 
 """
 import os
 
-import paddle
-
-from common.backbones import load_state_dict_strict, load_weights_file
-from common.config import config_from_dict, to_dict
-from common.errors import UserError
-from common.results import atomic_save
-from common.thresholds import read_thresholds
-from common.training import load_state
+from common.core.checkpoint import class_folder, read_checkpoint, save_checkpoint
+from common.core.config import config_from_dict
+from common.core.errors import UserError
+from common.evaluation.thresholds import read_thresholds
+from common.networks.backbones import load_state_dict_strict, load_weights_file
 
 from .config import DISTILL_TEACHER, RANDOM_TEACHER, Config
 from .detector import EfficientADDetector
@@ -24,6 +21,9 @@ from .model import IMAGE_SIZE, Autoencoder, build_pdn
 
 CHECKPOINT = "efficientad.pdparams"
 FORMAT = 1
+METHOD = "EfficientAD"
+HINT = ("train first (python main.py --mode train ...) or convert one "
+        "(python scripts/convert_efficientad_checkpoint.py)")
 PDN_WIDTHS = {"small": (128, 256), "medium": (256, 512)}
 AE_WIDTHS = (32, 64)
 CONVERT_HINT = ("convert a PyTorch teacher with python scripts/convert_efficientad_checkpoint.py --teacher "
@@ -69,43 +69,26 @@ def load_teacher_file(teacher, path):
     return teacher
 
 
-def checkpoint_path(path):
-    return os.path.join(path, CHECKPOINT) if os.path.isdir(path) else path
-
-
 def exists(class_dir):
     return os.path.isfile(os.path.join(class_dir, CHECKPOINT))
 
 
 def save(path, detector, config, meta):
-    """Atomically write ``detector`` (all weights and statistics), its config and ``meta``."""
-    state = {"detector": detector.state_dict(), "config": to_dict(config),
-             "meta": dict(meta, method="EfficientAD", format=FORMAT)}
-    atomic_save(lambda tmp: paddle.save(state, tmp), path)
-    return path
-
-
-def read(path):
-    if not os.path.isfile(path):
-        raise UserError(f"no trained model at {path}: train first (python main.py --mode train ...) or convert one "
-                        "(python scripts/convert_efficientad_checkpoint.py)")
-    state = load_state(path)
-    if not isinstance(state, dict) or not {"detector", "config"} <= set(state):
-        raise UserError(f"{path} is not an EfficientAD checkpoint of this project (expected keys detector, config)")
-    return state
+    """Atomically write ``detector`` (all weights and statistics), its config and ``meta`` to ``path`` (a class
+    folder or the file); returns the file."""
+    return save_checkpoint(path, CHECKPOINT, {"detector": detector.state_dict()}, config,
+                           dict(meta, method=METHOD, format=FORMAT))
 
 
 def load(path, backbone_weights=None):
     """``(detector in eval mode, config, thresholds)`` of a class folder or checkpoint file (``backbone_weights``
     is accepted for the shared command line and unused: the checkpoint holds every weight)."""
-    file = checkpoint_path(path)
-    state = read(file)
-    config = config_from_dict(Config, state["config"])
+    record = read_checkpoint(path, CHECKPOINT, METHOD, {"detector", "config"}, HINT)
+    config = config_from_dict(Config, record["config"])
     detector = build_detector_for(config)
-    load_state_dict_strict(detector, state["detector"])
+    load_state_dict_strict(detector, record["detector"])
     detector.eval()
-    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
-    return detector, config, read_thresholds(folder)
+    return detector, config, read_thresholds(class_folder(path))
 
 
 def pack_object(obj):

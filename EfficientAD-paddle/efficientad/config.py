@@ -1,15 +1,16 @@
 """EfficientAD's options: nelson1425/EfficientAD's values (``efficientad.py``, ``pretraining.py``) as defaults.
 
 ``configs/default.yaml`` restates these defaults (a test keeps the two equal); ``--config FILE`` and command-line
-options override them (``common.config``). The reference's short flags are accepted as aliases
+options override them (``common.core.config``). The reference's short flags are accepted as aliases
 (``--subdataset``, ``--train_steps``, ``--imagenet_train_path``, ``--weights``).
 """
 import os
 from dataclasses import dataclass
 from typing import Optional
 
-from common.backbones import RESNET_ARCHS
-from common.config import EVAL, EXPORT, PREDICT, TRAIN, option
+from common.core.config import EVAL, EXPORT, PREDICT, TRAIN, option
+from common.data.options import DataOptions
+from common.networks.backbones import RESNET_ARCHS
 
 from .model import IMAGE_SIZE, MODEL_SIZES, OUT_CHANNELS
 
@@ -20,7 +21,7 @@ RANDOM_TEACHER, DISTILL_TEACHER = "random", "distill"
 
 
 @dataclass
-class Config:
+class Config(DataOptions):
     """EfficientAD (student-teacher + autoencoder, PDN networks)"""
 
     model_size: str = option("small", "small (PDN-S, EfficientAD-S) or medium (PDN-M, EfficientAD-M)", model=True,

@@ -15,9 +15,11 @@ import os
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from common.errors import UserError
-from common.mvtec import MVTecDataset, image_paths, open_image, test_samples, train_samples
-from common.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from common.core.errors import UserError
+from common.data.dataset import ImageDataset
+from common.data.images import image_paths, open_image
+from common.data.readers import test_samples, train_samples, validation_samples
+from common.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 JITTER_STRENGTH = 0.2
 # ColorJitter's PIL implementations (torchvision.transforms.functional_pil): adjust_brightness / adjust_contrast /
@@ -120,22 +122,25 @@ def listed_validation_split(samples, names, class_root, list_path="--val_list"):
 
 
 def training_split(config, data_dir, cls):
-    """``(train, validation)`` samples of ``cls``: ``--val_list`` when given, else the seeded 90/10 split."""
-    from common.mvtec import class_dir
-
-    samples = train_samples(data_dir, cls)
+    """``(train, validation)`` samples of ``cls``: the format's own validation images when it has them (MVTec LOCO's
+    ``validation/good``, as nelson1425 trains on LOCO: every training image trains), else ``--val_list`` when given,
+    else the seeded 90/10 split."""
+    samples = train_samples(config.dataset, data_dir, cls, config.fold)
+    validation = validation_samples(config.dataset, data_dir, cls, config.fold)
+    if validation:
+        return samples, validation
     if config.val_list:
-        return listed_validation_split(samples, read_val_list(config.val_list), class_dir(data_dir, cls),
-                                       config.val_list)
+        class_root = os.path.join(data_dir, cls) if os.path.isdir(os.path.join(data_dir, cls)) else data_dir
+        return listed_validation_split(samples, read_val_list(config.val_list), class_root, config.val_list)
     return random_validation_split(samples, config.validation_fraction, config.seed)
 
 
 def dataset(samples, config):
-    return MVTecDataset(samples, preprocess(config))
+    return ImageDataset(samples, preprocess(config))
 
 
 def test_dataset(config, data_dir, cls):
-    return dataset(test_samples(data_dir, cls), config)
+    return dataset(test_samples(config.dataset, data_dir, cls, config.fold), config)
 
 
 def penalty_paths(penalty_dir):

@@ -10,15 +10,15 @@ be used on its own (nelson1425 PR #19 comments). Here they are buffers (``teache
 Their initial values (mean 0, std 1, quantiles 0 / 0.1) make both normalisations the identity.
 
 ``forward`` is exportable (``paddle.jit.to_static(full_graph=True)``) and runs under Paddle Inference with oneDNN:
-the final resize is :class:`common.postprocess.MatrixResize`, not ``F.interpolate``.
+the final resize is :class:`common.networks.postprocess.MatrixResize`, not ``F.interpolate``.
 """
 import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from common.errors import UserError
-from common.postprocess import MatrixResize, upsample
+from common.core.errors import UserError
+from common.networks.postprocess import MatrixResize, upsample
 
 from .loss import quantile
 from .model import IMAGE_SIZE, MAP_SIZE, OUT_CHANNELS, Autoencoder, build_pdn
@@ -133,9 +133,9 @@ class EfficientADDetector(nn.Layer):
         combined, _, _ = self.normalized_maps(images)
         return F.pad(combined, [MAP_PADDING] * 4, mode="constant", value=0.0)
 
-    def forward(self, images):
-        """``images`` (N, 3, 256, 256) -> (anomaly map (N, 1, 256, 256), score (N,) = max of the map)."""
-        combined, _, _ = self.normalized_maps(images)
+    def forward(self, x):
+        """``x`` (N, 3, 256, 256) images -> (anomaly map (N, 1, 256, 256), score (N,) = max of the map)."""
+        combined, _, _ = self.normalized_maps(x)
         anomaly_map = self.resize(combined)
         # paddle.max, not paddle.amax: paddle2onnx 2.1 has no converter for amax (the ONNX export aborts)
         return anomaly_map, paddle.max(anomaly_map, axis=[1, 2, 3])

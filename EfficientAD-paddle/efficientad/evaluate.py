@@ -6,20 +6,16 @@ numbers come from the official MVTec AD evaluation code on those full-size maps 
 ``au_pro`` to FPR 0.3). Here: the same maps, the masks read at full size (``> 127``), ``image_auroc`` and the
 official ``au_pro`` (``common.metrics``), and ``pixel_auroc`` as an extra (the reference computes none).
 """
-import time
-
 import numpy as np
 from tqdm import tqdm
 
-from common.config import to_dict
-from common.evaluation import STANDARD_PROTOCOLS, notes_list, results_dir, save_test_pictures
-from common.loader import Loader
+from common.core.config import to_dict
+from common.data.loader import Loader
+from common.data.samples import open_sample_mask, sample_size
+from common.evaluation.evaluate import STANDARD_PROTOCOLS, TestResult
 from common.metrics import evaluate as compute_metrics
-from common.mvtec import image_size, open_mask
-from common.results import write_results
-from common.thresholds import summary
 
-from .data import NO_PENALTY, test_dataset
+from .data import NO_PENALTY
 from .detector import resize_map
 
 MASK_LEVEL = 127   # 8-bit masks (0 / 255 in MVTec AD): a pixel is defective above 127
@@ -38,7 +34,7 @@ def test_maps(detector, config, dataset):
     import paddle
 
     detector.eval()
-    sizes = [image_size(s.path) for s in dataset.samples]          # (width, height)
+    sizes = [sample_size(s) for s in dataset.samples]          # (width, height)
     same = len(set(sizes)) == 1
     maps = np.empty((len(sizes), sizes[0][1], sizes[0][0]), np.float32) if same else [None] * len(sizes)
     scores = np.empty(len(sizes), np.float64)
@@ -58,13 +54,13 @@ def full_size_masks(dataset, maps):
     """Ground-truth masks at the original resolution (bool; zeros for good images), shaped like ``maps``."""
     masks = np.zeros(maps.shape, bool) if isinstance(maps, np.ndarray) else [np.zeros(m.shape, bool) for m in maps]
     for i, sample in enumerate(dataset.samples):
-        if sample.mask_path:
-            masks[i] = np.asarray(open_mask(sample.mask_path, image_size(sample.path))) > MASK_LEVEL
+        if sample.mask_paths:
+            masks[i] = np.asarray(open_sample_mask(sample, sample_size(sample))) > MASK_LEVEL
     return masks
 
 
 def test_metrics(detector, config, dataset):
-    """``(metrics, notes, maps, scores, masks)`` on a test dataset at the original resolution."""
+    """The metrics at the original resolution: a :class:`TestResult` (masks at the maps' sizes, for pictures)."""
     maps, scores = test_maps(detector, config, dataset)
     names = [s.path for s in dataset.samples]
     if not dataset.has_masks:
@@ -81,7 +77,7 @@ def test_metrics(detector, config, dataset):
         result = compute_metrics(dataset.labels, scores, masks, maps, protocols=tuple(PROTOCOLS), names=names)
     notes = result.pop("notes")
     metrics = {name: result[name] for name in PROTOCOLS}
-    return metrics, notes, maps, scores, masks
+    return TestResult(metrics, notes, maps, scores, masks)
 
 
 def penalty_label(config):
@@ -91,19 +87,7 @@ def penalty_label(config):
     return config.penalty_dir if config.penalty_dir.startswith("unknown") else f"on ({config.penalty_dir})"
 
 
-def evaluate(detector, config, thresholds, cls, data_dir, output_dir, pictures_dir=None):
-    """Evaluate on the test set of ``cls``, write ``OUTPUT_DIR/results/EfficientAD_CLASS.json``, return the
-    metrics."""
-    start = time.time()
-    dataset = test_dataset(config, data_dir, cls)
-    metrics, notes, maps, scores, masks = test_metrics(detector, config, dataset)
-    if pictures_dir:
-        save_test_pictures(dataset, maps, scores, thresholds, pictures_dir, masks=masks)
-    write_results(results_dir(output_dir), config.method_name, cls, metrics, PROTOCOLS,
-                  dict(to_dict(config), model=config.model_label, penalty=penalty_label(config)),
-                  seconds=time.time() - start,
-                  threshold=summary(thresholds), notes=notes_list(notes))
-    return metrics
 
-
-
+def results_config(config):
+    """What the results JSON records of the model: its configuration, the model label and the penalty."""
+    return dict(to_dict(config), model=config.model_label, penalty=penalty_label(config))

@@ -118,7 +118,7 @@ def training_losses(detector, image_st, image_ae, image_penalty=None, q=HARD_QUA
     ``image_st``: training images (N, 3, 256, 256); ``image_ae``: the same images colour-jittered (the
     autoencoder branch); ``image_penalty``: an ImageNet batch or None. The teacher runs without gradient; the
     student runs once per image batch (three times with a penalty image), as in the reference. ``teacher``: what
-    runs the frozen teacher network (training passes a ``common.frozen.FrozenForward`` of it); default: the
+    runs the frozen teacher network (training passes a ``common.training.frozen.FrozenForward`` of it); default: the
     detector's teacher under ``paddle.no_grad()``.
     """
     channels = detector.out_channels

@@ -11,7 +11,7 @@ Paddle-specific choices, each equal to the PyTorch behaviour:
   padded pretraining variant has pool padding, where Paddle's default ``exclusive=True`` would differ.
 - PyTorch's default initialisation (``kaiming_uniform_(a=sqrt(5))`` = U(+-1/sqrt(fan_in)) for weights, the same
   bound for biases); both references rely on it. Paddle's defaults differ.
-- The autoencoder's ``nn.Upsample(size, mode='bilinear')`` layers are :class:`common.postprocess.MatrixResize`
+- The autoencoder's ``nn.Upsample(size, mode='bilinear')`` layers are :class:`common.networks.postprocess.MatrixResize`
   (same result as torch's bilinear with ``align_corners=False``), because Paddle Inference with oneDNN cannot run
   an exported ``bilinear_interp``; the first one, from the 1x1 code, is :class:`ReplicateResize` (see there).
   They hold no parameters, so the state-dict keys do not change.
@@ -26,9 +26,9 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from common.backbones import ResNetFeatures
-from common.errors import UserError
-from common.postprocess import MatrixResize
+from common.core.errors import UserError
+from common.networks.backbones import ResNetFeatures
+from common.networks.postprocess import MatrixResize
 
 IMAGE_SIZE = 256          # network input (nelson1425 ``image_size``); the autoencoder only works at this size
 OUT_CHANNELS = 384        # teacher and autoencoder output channels; the student has twice as many

@@ -19,15 +19,17 @@ import time
 import paddle
 from tqdm import tqdm
 
-from common import distributed
-from common.backbones import RESNET_ARCHS, ResNetFeatures
-from common.cli import add_runtime_args
-from common.errors import UserError, main_guard
-from common.loader import Loader
-from common.mvtec import image_paths
-from common.results import atomic_save
-from common.runtime import configure
-from common.training import TrainingDiverged, adam, onednn_convolutions
+from common.cli.args import add_runtime_args
+from common.core.errors import UserError, main_guard
+from common.core.files import atomic_save
+from common.core.runtime import configure
+from common.data.images import image_paths
+from common.data.loader import Loader
+from common.networks.backbones import RESNET_ARCHS, ResNetFeatures
+from common.training import distributed
+from common.training.loop import TrainingDiverged
+from common.training.onednn import onednn_convolutions
+from common.training.optimizer import adam
 
 from .checkpoint import build_pdn_for, pack_object, unpack_object
 from .config import Config

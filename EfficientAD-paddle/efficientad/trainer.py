@@ -21,31 +21,45 @@ import time
 import paddle
 from tqdm import tqdm
 
-from common.backbones import load_state_dict_strict
-from common.config import to_dict
-from common.errors import UserError
-from common.frozen import FrozenForward
-from common.loader import Loader
-from common.results import atomic_save
-from common.thresholds import calibrate, write_thresholds
-from common.training import TrainingDiverged, TrainingLog, adam, check_resume, load_state, onednn_convolutions
+from common.core.errors import UserError
+from common.data.loader import Loader
+from common.networks.backbones import load_state_dict_strict
+from common.training.frozen import FrozenForward
+from common.training.log import TRAIN_LOG, TrainingLog
+from common.training.loop import MONITORING_LABEL, TrainingDiverged
+from common.training.onednn import onednn_convolutions
+from common.training.optimizer import adam
+from common.training.state import (
+    TRAIN_STATE,
+    finish_class,
+    finished_class,
+    is_finished,
+    resume_point,
+    save_state,
+    thresholds_saved,
+)
 
 from . import checkpoint
 from .checkpoint import pack_object, unpack_object
 from .config import DISTILL_TEACHER, RANDOM_TEACHER
-from .data import (PENALTY_GRAYSCALE, PenaltyItems, TrainingItems, dataset, grayscale_stream, jitter_stream,
-                   penalty_paths, training_split)
+from .data import (
+    PENALTY_GRAYSCALE,
+    PenaltyItems,
+    TrainingItems,
+    dataset,
+    grayscale_stream,
+    jitter_stream,
+    penalty_paths,
+    training_split,
+)
 from .detector import map_normalization, teacher_normalization
 from .loss import training_losses
 
-TRAIN_STATE = "train_state.pdparams"
-TRAIN_LOG = "train_log.jsonl"
 DISTILLED_TEACHER = "teacher_distilled.pdparams"
-MONITORING_LABEL = "test-set monitoring only (no model selection; the final model is the last step)"
 # Options a resumed run must share with the state it continues.
-RESUME_MUST_MATCH = ("model_size", "out_channels", "width_divisor", "teacher_weights", "backbone", "train_steps",
-                     "batch_size", "lr", "weight_decay", "lr_step_fraction", "lr_gamma", "hard_quantile", "seed",
-                     "validation_fraction", "val_list", "penalty_dir")
+RESUME_MUST_MATCH = ("dataset", "fold", "model_size", "out_channels", "width_divisor", "teacher_weights", "backbone",
+                     "train_steps", "batch_size", "lr", "weight_decay", "lr_step_fraction", "lr_gamma",
+                     "hard_quantile", "seed", "validation_fraction", "val_list", "penalty_dir")
 
 
 def lr_schedule(config):
@@ -65,7 +79,7 @@ def train_step(detector, optimizer, scheduler, image_st, image_ae, image_penalty
     """One iteration of the reference loop: all loss terms, backward, Adam step, StepLR step; returns the terms.
 
     ``teacher``: what runs the frozen teacher (see :func:`efficientad.loss.training_losses`). The student's and
-    the autoencoder's convolutions run on oneDNN (``common.training.onednn_convolutions``)."""
+    the autoencoder's convolutions run on oneDNN (``common.training.onednn.onednn_convolutions``)."""
     with onednn_convolutions(detector):
         losses = training_losses(detector, image_st, image_ae, image_penalty, q, teacher)
         optimizer.clear_grad()
@@ -90,6 +104,11 @@ def _train(config, cls, data_dir, output_dir, resume):
     if min(config.train_steps, config.batch_size, config.save_interval) < 1:
         raise UserError("train_steps, batch_size and save_interval must be positive")
     out_dir = os.path.join(output_dir, cls)
+    log = TrainingLog(os.path.join(out_dir, TRAIN_LOG), "step")
+    point = resume_point(resume, out_dir, cls, config, RESUME_MUST_MATCH, "steps_done", config.train_steps,
+                         unit="steps")
+    if is_finished(point, config.train_steps, checkpoint.exists(out_dir), thresholds_saved(out_dir)):
+        return finished_class(cls, out_dir, checkpoint, point, "steps", log, loss_field="total")
     train_samples, validation_samples = training_split(config, data_dir, cls)
     penalty = penalty_paths(config.penalty_dir)
     train_set = dataset(train_samples, config)   # verifies every file's header before any model work
@@ -102,20 +121,16 @@ def _train(config, cls, data_dir, output_dir, resume):
     streams = {"train": jitter_stream(len(train_paths), config.seed)}
     if penalty:
         streams["penalty"] = grayscale_stream(len(penalty), config.seed + 1, PENALTY_GRAYSCALE)
-    state_path = os.path.join(out_dir, TRAIN_STATE) if resume == "auto" else resume
-    done = 0
-    if resume and (resume != "auto" or os.path.isfile(state_path)):
-        done = _resume(detector, optimizer, streams, config, state_path, cls)
+    done = point.done
+    if point.state is not None:
+        _restore(detector, optimizer, streams, point, cls)
     else:
-        if resume:
-            print(f"[{cls}] --resume: no training state at {state_path}; starting from step 0")
         _prepare_teacher(detector, config, train_paths, out_dir, cls, resume=bool(resume))
         mean, std = teacher_normalization(detector.teacher, _plain_batches(train_set, config.batch_size, config))
         detector.set_teacher_statistics(mean, std)
     print(f"[{cls}] training {config.model_label} on {len(train_samples)} images, {len(validation_samples)} "
           f"validation images; penalty {'on: ' + str(len(penalty)) + ' images' if penalty else 'off'}; "
           f"steps {done + 1}..{config.train_steps}")
-    log = TrainingLog(os.path.join(out_dir, TRAIN_LOG), "step")
     log.trim(done)
     test_set = None
     if config.eval_interval:
@@ -148,7 +163,10 @@ def _train(config, cls, data_dir, output_dir, resume):
                 bar.write(f"[{cls}] step {done}/{config.train_steps} loss {value:.4f}")
             if test_set is not None and done % config.eval_interval == 0:
                 _monitor(detector, config, validation_set, test_set, cls, done, log)
-        _save_state(os.path.join(out_dir, TRAIN_STATE), detector, optimizer, streams, done, config)
+        save_state(os.path.join(out_dir, TRAIN_STATE), {
+            "detector": detector.state_dict(), "optimizer": optimizer.state_dict(),
+            "streams": pack_object({k: stream.state() for k, stream in streams.items()}),
+            "paddle_rng": pack_object(paddle.get_rng_state())}, "steps_done", done, config)
     bar.close()
 
     detector.eval()
@@ -157,13 +175,8 @@ def _train(config, cls, data_dir, output_dir, resume):
     meta = {"steps_done": done, "source": "trained with this repository",
             "penalty": f"on ({len(penalty)} images from {config.penalty_dir})" if penalty else "off",
             "validation_images": [s.path for s in validation_samples]}
-    path = checkpoint.save(os.path.join(out_dir, checkpoint.CHECKPOINT), detector, config, meta)
-    thresholds = calibrate(detector, validation_set, config, held_out=True)  # the validation split
-    write_thresholds(out_dir, thresholds)
-    seconds = time.time() - start_time
-    print(f"[{cls}] saved {path}; image threshold {thresholds['image_threshold']:.4f} ({thresholds['source']}); "
-          f"{seconds:.1f} s")
-    return {"checkpoint": path, "final_loss": value, "seconds": seconds}
+    # thresholds from the validation split, held out from training
+    return finish_class(cls, out_dir, checkpoint, detector, config, meta, validation_set, True, start_time, value)
 
 
 # -- data --------------------------------------------------------------------------------------------------------
@@ -230,32 +243,22 @@ def _monitor(detector, config, validation_set, test_set, cls, step, log):
     detector.eval()
     detector.set_map_quantiles(*map_normalization(detector, _plain_batches(validation_set, config.eval_batch_size,
                                                                            config)))
-    metrics = test_metrics(detector, config, test_set)[0]
-    log.append({"step": step, "test_metrics": {"label": MONITORING_LABEL, **metrics}})
-    print(f"[{cls}] step {step} {MONITORING_LABEL}: {metrics}")
+    metrics = test_metrics(detector, config, test_set).metrics
+    log.append({"step": step, "test_metrics": {"label": MONITORING_LABEL.format(unit="step"), **metrics}})
+    print(f"[{cls}] step {step} {MONITORING_LABEL.format(unit='step')}: {metrics}")
     detector.train()
 
 
 # -- resumable state -----------------------------------------------------------------------------------------------
-def _save_state(path, detector, optimizer, streams, done, config):
-    state = {"detector": detector.state_dict(), "optimizer": optimizer.state_dict(), "steps_done": int(done),
-             "streams": pack_object({k: s.state() for k, s in streams.items()}),
-             "paddle_rng": pack_object(paddle.get_rng_state()), "config": to_dict(config)}
-    atomic_save(lambda tmp: paddle.save(state, tmp), path)
-
-
-def _resume(detector, optimizer, streams, config, path, cls):
-    """Load the training state at ``path``; returns the steps done."""
-    state = load_state(path, "training state (--resume)")
+def _restore(detector, optimizer, streams, point, cls):
+    """Load the training state of ``point`` into the detector, the optimiser, the data streams and Paddle's RNG."""
     try:
-        saved_streams = unpack_object(state["streams"])
+        saved_streams = unpack_object(point.state["streams"])
     except Exception as exc:  # noqa: BLE001 - a damaged or foreign file
-        raise UserError(f"--resume: cannot read {path} ({type(exc).__name__}: {exc})") from None
-    done = check_resume(state, config, RESUME_MUST_MATCH, path, "steps_done", config.train_steps)
-    load_state_dict_strict(detector, state["detector"])
-    optimizer.set_state_dict(state["optimizer"])
+        raise UserError(f"--resume: cannot read {point.path} ({type(exc).__name__}: {exc})") from None
+    load_state_dict_strict(detector, point.state["detector"])
+    optimizer.set_state_dict(point.state["optimizer"])
     for name, stream in streams.items():
         stream.set_state(saved_streams[name])
-    paddle.set_rng_state(unpack_object(state["paddle_rng"]))
-    print(f"[{cls}] resuming from {path} after step {done}")
-    return done
+    paddle.set_rng_state(unpack_object(point.state["paddle_rng"]))
+    print(f"[{cls}] resuming from {point.path} after step {point.done}")

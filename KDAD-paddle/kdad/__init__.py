@@ -12,3 +12,6 @@ Modules:
   guided backprop; exportable with ``paddle.jit`` (Paddle Inference with oneDNN, ONNX)
 - ``kdad.metric``    the official detection AUROC and localisation AUROC (1000 thresholds, opening, soft masks)
 """
+
+# the method contract (common.cli.commands): the entry scripts pass this package and reach its modules
+from . import checkpoint, config, data, detector, evaluate, loss, metric, model, trainer  # noqa: E402,F401

@@ -1,6 +1,6 @@
 """Save and load KDAD class models: ``OUTPUT_DIR/CLASS/kdad.pdparams`` -> (detector, config, thresholds).
 
-A checkpoint is ``{'cloner', 'config', 'meta'}``: the cloner's state dict (official module names ``features.N.*``,
+A checkpoint (:func:`common.core.checkpoint.save_checkpoint`) is ``{'cloner', 'config', 'meta'}``: the cloner's state dict (official module names ``features.N.*``,
 BatchNorm statistics as ``_mean``/``_variance``), the :class:`kdad.config.Config` it was trained with and ``meta``
 (epochs done, source), plus ``'expert'`` when the expert has random weights (they cannot be re-created from a file
 name). The expert's ImageNet weights are not copied into every class checkpoint.
@@ -10,14 +10,11 @@ Official checkpoints (PyTorch, the cloner's ``state_dict()`` as the official ``t
 """
 import os
 
-import paddle
-
-from common.backbones import load_state_dict_strict, torch_to_paddle_state_dict
-from common.config import config_from_dict, to_dict
-from common.errors import UserError
-from common.results import atomic_save
-from common.thresholds import read_thresholds
-from common.training import load_state
+from common.core.checkpoint import class_folder, read_checkpoint, save_checkpoint
+from common.core.config import config_from_dict
+from common.core.errors import UserError
+from common.evaluation.thresholds import read_thresholds
+from common.networks.backbones import load_state_dict_strict, torch_to_paddle_state_dict
 
 from .config import Config
 from .detector import KDADDetector
@@ -25,10 +22,9 @@ from .model import Cloner, KDADNetwork
 
 CHECKPOINT = "kdad.pdparams"
 FORMAT = 1
-
-
-def checkpoint_path(path):
-    return os.path.join(path, CHECKPOINT) if os.path.isdir(path) else path
+METHOD = "KDAD"
+HINT = ("train first (python main.py --mode train ...) or convert an official one "
+        "(python scripts/convert_kdad_checkpoint.py)")
 
 
 def exists(class_dir):
@@ -39,42 +35,17 @@ def _expert_is_random(config):
     return config.backbone_weights in (None, "random")
 
 
-def save(path, network, config, epochs_done, source="trained with this repository"):
-    """Atomically write the checkpoint of ``network`` (see the module docstring)."""
-    state = {"cloner": network.cloner.state_dict(), "config": to_dict(config),
-             "meta": {"method": "KDAD", "format": FORMAT, "epochs_done": epochs_done, "source": source}}
+def network_state(network, config):
+    """The cloner's state dict, plus the expert's when its weights are random."""
+    state = {"cloner": network.cloner.state_dict()}
     if _expert_is_random(config):
         state["expert"] = network.expert.state_dict()
-    atomic_save(lambda tmp: paddle.save(state, tmp), path)
-    return path
-
-
-def read(path):
-    if not os.path.isfile(path):
-        raise UserError(f"no trained model at {path}: train first (python main.py --mode train ...) or convert an "
-                        "official one (python scripts/convert_kdad_checkpoint.py)")
-    state = load_state(path)
-    if not isinstance(state, dict) or not {"cloner", "config"} <= set(state):
-        raise UserError(f"{path} is not a KDAD checkpoint of this project (expected keys cloner, config)")
     return state
 
 
 def build_network(config, expert_weights=None):
     weights = expert_weights if expert_weights is not None else config.backbone_weights
     return KDADNetwork(expert_weights=None if weights == "random" else weights, cloner_config=config.cloner_config)
-
-
-def load_model(path, backbone_weights=None):
-    """``(KDADNetwork in eval mode, config, meta)``."""
-    state = read(checkpoint_path(path))
-    config = config_from_dict(Config, state["config"])
-    carries_expert = "expert" in state and backbone_weights is None
-    network = build_network(config, "random" if carries_expert else backbone_weights)
-    if carries_expert:
-        load_state_dict_strict(network.expert, state["expert"])
-    load_state_dict_strict(network.cloner, state["cloner"])
-    network.eval()
-    return network, config, state.get("meta", {})
 
 
 def make_detector(network, config):
@@ -85,11 +56,24 @@ def make_detector(network, config):
     return detector
 
 
+def save(path, detector, config, meta):
+    """Atomically write the checkpoint of ``detector`` to ``path`` (a class folder or the file); returns the file."""
+    return save_checkpoint(path, CHECKPOINT, network_state(detector.network, config), config,
+                           dict(meta, method=METHOD, format=FORMAT))
+
+
 def load(path, backbone_weights=None):
-    """``(detector, config, thresholds)`` of a class folder or checkpoint file (thresholds None when absent)."""
-    network, config, _ = load_model(path, backbone_weights)
-    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
-    return make_detector(network, config), config, read_thresholds(folder)
+    """``(detector in eval mode, config, thresholds)`` of a class folder or checkpoint file (thresholds None when
+    absent)."""
+    record = read_checkpoint(path, CHECKPOINT, METHOD, {"cloner", "config"}, HINT)
+    config = config_from_dict(Config, record["config"])
+    carries_expert = "expert" in record and backbone_weights is None
+    network = build_network(config, "random" if carries_expert else backbone_weights)
+    if carries_expert:
+        load_state_dict_strict(network.expert, record["expert"])
+    load_state_dict_strict(network.cloner, record["cloner"])
+    network.eval()
+    return make_detector(network, config), config, read_thresholds(class_folder(path))
 
 
 # -- official PyTorch checkpoints ----------------------------------------------------------------------------------
@@ -109,8 +93,6 @@ def save_official(official, out_path, backbone_weights="imagenet", source="", cl
     except (ValueError, KeyError) as exc:
         raise UserError(f"the checkpoint does not fit cloner config {cloner_config}: {exc}") from None
     config = Config(backbone_weights=backbone_weights, cloner_config=cloner_config, image_size=int(image_size))
-    state = {"cloner": cloner_state, "config": to_dict(config),
-             "meta": {"method": "KDAD", "format": FORMAT, "epochs_done": None,
-                      "source": f"converted from the official PyTorch checkpoint {os.path.basename(source or '?')}"}}
-    atomic_save(lambda tmp: paddle.save(state, tmp), out_path)
-    return out_path
+    meta = {"method": METHOD, "format": FORMAT, "epochs_done": None,
+            "source": f"converted from the official PyTorch checkpoint {os.path.basename(source or '?')}"}
+    return save_checkpoint(out_path, CHECKPOINT, {"cloner": cloner_state}, config, meta)

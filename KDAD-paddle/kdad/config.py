@@ -3,12 +3,14 @@
 
 ``configs/default.yaml`` restates these defaults (a test keeps the two equal); ``configs/config.yaml`` is the earlier
 Paddle port's file name with the same values. The official/port key names are accepted as aliases
-(``--num_epochs``, ``--learning_rate``, ``--lamda``, ``--localization_method``).
+(``--num_epochs``, ``--learning_rate``, ``--lamda``, ``--localization_method``); ``epochs`` and
+``validation_fraction`` are the names every method uses for the same ideas.
 """
 import os
 from dataclasses import dataclass
 
-from common.config import EVAL, EXPORT, PREDICT, TRAIN, option
+from common.core.config import EVAL, EXPORT, PREDICT, TRAIN, option
+from common.data.options import DataOptions
 
 from .detector import METHODS, SMOOTHGRAD_NOISE
 from .loss import FORMS
@@ -18,7 +20,7 @@ ALL_COMMANDS = (TRAIN, EVAL, PREDICT, EXPORT)
 
 
 @dataclass
-class Config:
+class Config(DataOptions):
     """KDAD / MKD (multiresolution knowledge distillation)"""
 
     backbone: str = option("vgg16", "the expert (source) network: VGG16 features, pool2..pool5", model=True,
@@ -30,8 +32,8 @@ class Config:
                                 "widths, equal_network_size: True)", model=True, choices=("A", "B"))
     image_size: int = option(128, "square input size (PIL bilinear resize, [0, 1], no ImageNet normalisation)",
                              model=True)
-    num_epochs: int = option(601, "the official num_epochs; the loop runs epochs 0..num_epochs (num_epochs + 1 "
-                             "passes), as the official range(num_epochs + 1)", aliases=("epochs",))
+    epochs: int = option(601, "the official num_epochs: the loop runs epochs 0..epochs (epochs + 1 passes), as the "
+                         "official range(num_epochs + 1)", aliases=("num_epochs",))
     batch_size: int = option(64, "training batch size")
     lr: float = option(1e-3, "Adam learning rate (betas 0.9/0.999, eps 1e-8, no weight decay)",
                        aliases=("learning_rate",))
@@ -48,8 +50,9 @@ class Config:
     smoothgrad_samples: int = option(50, "SmoothGrad noisy copies", model=True)
     sigma: float = option(4.0, "Gaussian sigma of the saliency map", model=True)
     seed: int = option(0, "random seed (Python, NumPy, Paddle); the official code sets none")
-    calibration_fraction: float = option(0.0, "share of train/good held out from training to calibrate the "
-                                         "thresholds of predict/infer (0: train on every image, as the paper)")
+    validation_fraction: float = option(0.0, "share of train/good held out from training to calibrate the "
+                                        "thresholds of predict/infer (0: train on every image, as the paper)",
+                                        aliases=("calibration_fraction",))
     image_quantile: float = option(0.99, "image threshold = this quantile of the calibration images' scores")
     pixel_quantile: float = option(0.999, "pixel threshold = this quantile of the calibration images' map pixels")
     save_interval: int = option(10, "write the resumable training state every N epochs (and at the end)")
@@ -62,7 +65,7 @@ class Config:
 
     def __post_init__(self):
         if self.image_size % 32:
-            from common.errors import UserError
+            from common.core.errors import UserError
 
             raise UserError(f"image_size must be a multiple of 32 (five 2x2 max-pools), got {self.image_size}")
 
@@ -73,4 +76,4 @@ class Config:
     @property
     def total_epochs(self):
         """Passes over the data: the official loop is ``for epoch in range(num_epochs + 1)``."""
-        return int(self.num_epochs) + 1
+        return int(self.epochs) + 1

@@ -8,9 +8,11 @@ the binarised mask (``> 0.5``) of the same resize.
 import numpy as np
 from PIL import Image
 
-from common.mvtec import MVTecDataset, image_size, open_mask, test_samples, train_samples
-from common.splits import calibration_split
-from common.transforms import Preprocess
+from common.data.dataset import ImageDataset
+from common.data.readers import test_samples
+from common.data.samples import open_sample_mask, sample_size
+from common.data.splits import holdout_split
+from common.data.transforms import Preprocess
 
 
 def preprocess(config):
@@ -20,16 +22,17 @@ def preprocess(config):
 
 def training_split(config, data_dir, cls):
     """``(train, calibration)`` samples: all good training images for training and none held out when
-    ``calibration_fraction`` is 0 (the official code), else a seeded hold-out for the thresholds."""
-    return calibration_split(train_samples(data_dir, cls), config.calibration_fraction, config.seed)
+    ``validation_fraction`` is 0 (the official code), else a seeded hold-out for the thresholds; a format with its
+    own validation images (MVTec LOCO) calibrates on those."""
+    return holdout_split(config.dataset, data_dir, cls, config.fold, config.validation_fraction, config.seed)
 
 
 def dataset(samples, config):
-    return MVTecDataset(samples, preprocess(config))
+    return ImageDataset(samples, preprocess(config))
 
 
 def test_dataset(config, data_dir, cls):
-    return dataset(test_samples(data_dir, cls), config)
+    return dataset(test_samples(config.dataset, data_dir, cls, config.fold), config)
 
 
 def soft_masks(samples, size):
@@ -40,7 +43,7 @@ def soft_masks(samples, size):
     """
     out = np.zeros((len(samples), size, size), dtype=np.float32)
     for i, sample in enumerate(samples):
-        if sample.mask_path:
-            mask = open_mask(sample.mask_path, image_size(sample.path))
+        if sample.mask_paths:
+            mask = open_sample_mask(sample, sample_size(sample))
             out[i] = np.asarray(mask.resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0
     return out

@@ -20,14 +20,14 @@ in train mode.
 Degenerate maps: where the official code divides 0 by 0 (a flat gradient map) and returns NaN, the
 denominators here are clamped at the smallest normal float32, giving 0 where the map is at its minimum.
 
-The Gaussian is ``common.postprocess.GaussianBlur`` (SciPy's reflect border, float32); the official code runs
+The Gaussian is ``common.networks.postprocess.GaussianBlur`` (SciPy's reflect border, float32); the official code runs
 ``scipy.ndimage.gaussian_filter`` on float32 maps, which also rounds to float32.
 """
 import numpy as np
 import paddle
 from paddle import nn
 
-from common.postprocess import GaussianBlur
+from common.networks.postprocess import GaussianBlur
 
 from .loss import DEFAULT_LAMDA, SCORE_TAPS, combine_terms, per_image_terms, tap_gradients
 from .model import chain_input_gradient, run_chain
@@ -112,6 +112,8 @@ class KDADDetector(nn.Layer):
     for repeatable maps) unless ``forward``/:meth:`saliency` is given them. The network may also be float64
     (tests); the map is float32 either way.
     """
+
+    original_resolution = False  # maps are compared at the network's input size
 
     def __init__(self, network, lamda=DEFAULT_LAMDA, method="vanilla", image_size=128, sigma=SALIENCY_SIGMA,
                  smoothgrad_samples=SMOOTHGRAD_SAMPLES, smoothgrad_noise_level=SMOOTHGRAD_NOISE_LEVEL,

@@ -1,4 +1,5 @@
-"""Evaluation of one KDAD class: the official MKD metrics and the standard MVTec ones on the same maps -> JSON.
+"""Evaluation of one KDAD class: the official MKD metrics and the standard MVTec ones on the same maps (the shared
+:func:`common.evaluation.evaluate.evaluate` writes them to the results JSON).
 
 One pass over the test set gives each image its detection score (pool3..pool5 loss, grad-free eval mode) and its
 saliency map (``config.localization``: vanilla gradients, SmoothGrad or guided backprop; grayscale p99 clip,
@@ -10,17 +11,12 @@ min-max where the official method does it, Gaussian sigma 4). Then:
 - ``image_auroc``, ``pixel_auroc``, ``au_pro``: the standard protocols (common.evaluation) on all test images,
   masks binarised at 0.5.
 """
-import time
-
 import numpy as np
 
-from common.config import to_dict
-from common.evaluation import (STANDARD_PROTOCOLS, collect, notes_list, results_dir, save_test_pictures,
-                               standard_metrics)
-from common.results import write_results
-from common.thresholds import summary
+from common.evaluation.collect import collect
+from common.evaluation.evaluate import STANDARD_PROTOCOLS, TestResult, standard_metrics
 
-from .data import soft_masks, test_dataset
+from .data import soft_masks
 from .metric import kdad_detection_auroc, kdad_localization_auroc
 
 PROTOCOLS = {
@@ -48,7 +44,7 @@ def test_maps(detector, config, dataset):
 
 
 def test_metrics(detector, config, dataset):
-    """``(metrics, notes, maps, scores)`` on a test dataset."""
+    """The official MKD metrics and the standard ones on the same maps: a :class:`TestResult`."""
     maps, scores = test_maps(detector, config, dataset)
     metrics, notes, _ = standard_metrics(dataset, scores, maps, protocols=("image_auroc", "pixel_auroc", "au_pro"))
     labels = dataset.labels
@@ -68,16 +64,5 @@ def test_metrics(detector, config, dataset):
     else:
         metrics["kdad_localization_auroc"] = None
         notes["kdad_localization_auroc"] = "needs defective test images with masks"
-    return metrics, notes, maps, scores
+    return TestResult(metrics, notes, maps, scores, None)
 
-
-def evaluate(detector, config, thresholds, cls, data_dir, output_dir, pictures_dir=None):
-    """Evaluate on the test set of ``cls``, write ``OUTPUT_DIR/results/KDAD_CLASS.json``, return the metrics."""
-    start = time.time()
-    dataset = test_dataset(config, data_dir, cls)
-    metrics, notes, maps, scores = test_metrics(detector, config, dataset)
-    if pictures_dir:
-        save_test_pictures(dataset, maps, scores, thresholds, pictures_dir)
-    write_results(results_dir(output_dir), config.method_name, cls, metrics, PROTOCOLS, to_dict(config),
-                  seconds=time.time() - start, threshold=summary(thresholds), notes=notes_list(notes))
-    return metrics

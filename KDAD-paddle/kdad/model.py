@@ -13,13 +13,13 @@ Reproduces ``models/network.py`` of Niousha12/Knowledge_Distillation_AD (MVTec s
 The official ``VGG.forward`` also registers a Grad-CAM gradient hook on one tap; it does not change any number
 and is left out. Parameter names are those of the official modules (``features.N.weight``, BN statistics as
 ``_mean``/``_variance``), so a converted official checkpoint loads with
-``common.backbones.torch_to_paddle_state_dict``.
+``common.networks.backbones.torch_to_paddle_state_dict``.
 """
 import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
-from common.backbones import VGG16Features
+from common.networks.backbones import VGG16Features
 
 # Official get_networks(): 'A' = full VGG16 widths (equal_network_size: True), 'B' = the smaller cloner used
 # for the MVTec numbers.

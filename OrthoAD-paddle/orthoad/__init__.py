@@ -6,3 +6,6 @@ networks), ``loss`` (the Gaussian fit), ``detector`` (the exported layer: images
 (fit one class), ``evaluate`` (one class -> results JSON), ``checkpoint`` (save/load) and ``metric`` (the official
 OrthoAD evaluation protocol).
 """
+
+# the method contract (common.cli.commands): the entry scripts pass this package and reach its modules
+from . import checkpoint, config, data, detector, evaluate, loss, metric, model, trainer  # noqa: E402,F401

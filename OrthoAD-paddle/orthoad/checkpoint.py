@@ -16,10 +16,11 @@ import os
 import numpy as np
 import paddle
 
-from common.config import config_from_dict
-from common.errors import UserError
-from common.results import atomic_save, atomic_write_json
-from common.thresholds import read_thresholds
+from common.core.checkpoint import class_folder
+from common.core.config import config_from_dict
+from common.core.errors import UserError
+from common.core.files import atomic_save, atomic_write_json
+from common.evaluation.thresholds import read_thresholds
 
 from .config import Config
 from .detector import OrthoADDetector
@@ -27,13 +28,27 @@ from .model import MahalanobisScorer, ProjectedEmbedding
 
 PROJECTION_FILE, MEAN_FILE, FACTOR_FILE, MODEL_FILE = "projection.npy", "mean.npy", "precision_factor.npy", \
     "model.json"
+CHECKPOINT = MODEL_FILE  # the file that says a class folder holds a fitted model (the arrays beside it)
+METHOD, FORMAT = "OrthoAD", 1
+ROWS_PER_WRITE = 256
 
 
 def save_array(path, array):
-    """Write ``array`` to ``path`` (.npy) atomically."""
+    """Write ``array`` (NumPy, or a Paddle tensor) to ``path`` as ``.npy`` atomically, ``ROWS_PER_WRITE`` rows at a
+    time, so that a tensor is never copied whole into NumPy (the WRN50 factor is 1.5 GB)."""
+    shape = tuple(array.shape)
+
+    def rows(start):
+        chunk = array[start:start + ROWS_PER_WRITE]
+        return np.ascontiguousarray(chunk.numpy() if hasattr(chunk, "numpy") else chunk, dtype=np.float32)
+
     def write(tmp):
         with open(tmp, "wb") as handle:
-            np.save(handle, np.ascontiguousarray(array))
+            np.lib.format.write_array_header_1_0(handle, {"descr": np.lib.format.dtype_to_descr(np.dtype("float32")),
+                                                          "fortran_order": False, "shape": shape})
+            for start in range(0, shape[0], ROWS_PER_WRITE):
+                handle.write(rows(start).tobytes())
+
     atomic_save(write, path)
 
 
@@ -85,14 +100,19 @@ def build_embedder(config, projection, backbone_weights=None):
                               weights=backbone_weights or config.backbone_weights)
 
 
-def save(class_dir, config, projection, mean, factor, facts):
-    """Write the arrays and ``model.json`` (config + ``facts`` such as the number of fitted images)."""
-    save_array(os.path.join(class_dir, PROJECTION_FILE), projection)
-    save_array(os.path.join(class_dir, MEAN_FILE), mean)
-    save_array(os.path.join(class_dir, FACTOR_FILE), factor)
-    from common.config import to_dict
+def save(path, detector, config, meta):
+    """Write the arrays of ``detector`` (W, the mean, the precision factor) and ``model.json`` (the config and
+    ``meta``, e.g. the number of fitted images) into the class folder ``path`` (or the folder of a file in it);
+    ``model.json`` is written last, so a folder with it holds a whole model. Returns the ``model.json`` path."""
+    from common.core.config import to_dict
 
-    atomic_write_json(os.path.join(class_dir, MODEL_FILE), {"config": to_dict(config), "fit": facts})
+    class_dir = path if os.path.isdir(path) or not os.path.splitext(path)[1] else os.path.dirname(path)
+    save_array(os.path.join(class_dir, PROJECTION_FILE), detector.embedder.projection)
+    save_array(os.path.join(class_dir, MEAN_FILE), detector.scorer.mean.numpy().T)  # stored (k, P), saved (P, k)
+    save_array(os.path.join(class_dir, FACTOR_FILE), detector.scorer.factor)
+    model_file = os.path.join(class_dir, MODEL_FILE)
+    atomic_write_json(model_file, {"config": to_dict(config), "fit": dict(meta, method=METHOD, format=FORMAT)})
+    return model_file
 
 
 def read_model_file(class_dir):
@@ -108,14 +128,22 @@ def read_model_file(class_dir):
         raise UserError(f"cannot read {path}: {exc}") from None
 
 
+def build_detector(config, projection, mean, factor, backbone_weights=None):
+    """The detector of a fitted model: W, the mean (P, k) and the precision factor (P, k, k; a NumPy array, used
+    without a copy, or :class:`NpyRows` read in chunks)."""
+    embedder = build_embedder(config, projection, backbone_weights)
+    scorer = MahalanobisScorer(mean, factor, (config.grid,) * 2)
+    detector = OrthoADDetector(embedder, scorer, config.image_size, config.sigma)
+    detector.eval()
+    return detector
+
+
 def load(path, backbone_weights=None):
     """``(detector in eval mode, config, thresholds)`` of a class folder (or a file inside it)."""
-    class_dir = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    class_dir = class_folder(path)
     config, _ = read_model_file(class_dir)
     projection = NpyRows(os.path.join(class_dir, PROJECTION_FILE)).read()
     mean = NpyRows(os.path.join(class_dir, MEAN_FILE)).read()
-    embedder = build_embedder(config, projection, backbone_weights)
-    scorer = MahalanobisScorer(mean, NpyRows(os.path.join(class_dir, FACTOR_FILE)), (config.grid,) * 2)
-    detector = OrthoADDetector(embedder, scorer, config.image_size, config.sigma)
-    detector.eval()
+    detector = build_detector(config, projection, mean, NpyRows(os.path.join(class_dir, FACTOR_FILE)),
+                              backbone_weights)
     return detector, config, read_thresholds(class_dir)

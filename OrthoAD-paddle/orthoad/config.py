@@ -10,8 +10,9 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
-from common.config import EVAL, EXPORT, PREDICT, TRAIN, option
-from common.errors import UserError
+from common.core.config import EVAL, EXPORT, PREDICT, TRAIN, option
+from common.core.errors import UserError
+from common.data.options import DataOptions
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "default.yaml")
 METHODS = ("ortho", "padim", "gaussian")
@@ -33,7 +34,7 @@ ALL_COMMANDS = (TRAIN, EVAL, PREDICT, EXPORT)
 
 
 @dataclass
-class Config:
+class Config(DataOptions):
     """OrthoAD / PaDiM (semi-orthogonal embedding, Gaussian per position)"""
 
     method: str = option("ortho", "ortho (OrthoAD), padim (random channel subset; alias sample) or gaussian",

@@ -7,9 +7,10 @@
   NEAREST) + CenterCrop(224).
 - ``simple``: square resize to ``image_size`` only, masks bilinear > 0.5 (an ablation).
 """
-from common.errors import UserError
-from common.mvtec import MVTecDataset, test_samples, train_samples
-from common.transforms import Preprocess
+from common.core.errors import UserError
+from common.data.dataset import ImageDataset
+from common.data.readers import test_samples, train_samples, validation_samples
+from common.data.transforms import Preprocess
 
 
 def preprocess(config):
@@ -26,29 +27,33 @@ def preprocess(config):
 def official_split(samples):
     """The official OrthoAD split: fit on files whose sorted index is not divisible by 10; hold out the rest.
 
-    Returns ``(fit_samples, held_out_samples)``; ``samples`` are sorted (as :mod:`common.mvtec` returns them).
+    Returns ``(fit_samples, held_out_samples)``; ``samples`` are sorted (as :mod:`common.data.readers.mvtec` returns them).
     """
     fit = [s for i, s in enumerate(samples) if i % 10 != 0]
     held_out = [s for i, s in enumerate(samples) if i % 10 == 0]
     return fit, held_out
 
 
-def fit_split(config, data_dir, cls):
-    """``(fit, calibration, held_out)``: ``official`` fits on the 90 %% split and calibrates the thresholds on the
-    10 %% it holds out; ``all`` fits on every image and calibrates on that same 10 %% (then not held out)."""
-    samples = train_samples(data_dir, cls)
+def training_split(config, data_dir, cls):
+    """``(fit, calibration)``: ``official`` fits on the 90 %% split and calibrates the thresholds on the 10 %% it
+    holds out; ``all`` fits on every image and calibrates on that same 10 %% (then not held out). A format with its
+    own validation images (MVTec LOCO) fits on every training image and calibrates on those."""
+    samples = train_samples(config.dataset, data_dir, cls, config.fold)
+    validation = validation_samples(config.dataset, data_dir, cls, config.fold)
+    if validation:
+        return samples, validation
     fit, held_out = official_split(samples)
     if config.train_split == "all":
-        return list(samples), held_out, False
+        return list(samples), held_out
     if not fit:
         raise UserError(f"the official 90 % split of {len(samples)} training image(s) is empty; "
                         "use --train_split all")
-    return fit, held_out, True
+    return fit, held_out
 
 
 def dataset(samples, config):
-    return MVTecDataset(samples, preprocess(config))
+    return ImageDataset(samples, preprocess(config))
 
 
 def test_dataset(config, data_dir, cls):
-    return dataset(test_samples(data_dir, cls), config)
+    return dataset(test_samples(config.dataset, data_dir, cls, config.fold), config)

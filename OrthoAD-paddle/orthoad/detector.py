@@ -1,17 +1,19 @@
 """OrthoAD / PaDiM's detector: the exported layer, normalised images -> (anomaly map (N,1,S,S), score (N,)).
 
 Embedding, projection and Mahalanobis distance on the feature grid (:mod:`orthoad.model`), then the official
-post-processing: bilinear upsampling with ``align_corners=False`` (:class:`common.postprocess.MatrixResize`,
+post-processing: bilinear upsampling with ``align_corners=False`` (:class:`common.networks.postprocess.MatrixResize`,
 constant interpolation matrices equal to PyTorch's ``F.interpolate``, because Paddle Inference 3.3 on CPU cannot
 run an exported ``bilinear_interp`` op), a Gaussian blur of sigma 4 (SciPy's 'reflect' border) and the maximum.
 """
 import paddle
 
-from common.postprocess import GaussianBlur, MatrixResize
+from common.networks.postprocess import GaussianBlur, MatrixResize
 
 
 class OrthoADDetector(paddle.nn.Layer):
     """Image (N, 3, S, S) -> (anomaly map (N, 1, S, S), image score (N,)); the whole pipeline in one graph."""
+
+    original_resolution = False  # maps are compared at the network's input size
 
     def __init__(self, embedder, scorer, image_size, sigma=4.0):
         super().__init__()

@@ -19,7 +19,7 @@ import numpy as np
 from scipy.linalg import lapack
 from threadpoolctl import threadpool_limits
 
-from common.errors import UserError
+from common.core.errors import UserError
 
 FLOAT64_BUDGET_BYTES = 1 << 30  # "auto" accumulates in float64 when the (P, k, k) buffer stays under 1 GiB
 

@@ -20,7 +20,7 @@ Named protocols: ``orthoad_pro`` (PRO, at_fpr 0.3), ``orthoad_pixel_roc`` (TPR, 
 import numpy as np
 from scipy import ndimage
 
-from common.errors import UserError
+from common.core.errors import UserError
 
 NUM_THRESHOLDS = 1000
 PROTOCOLS = {

@@ -29,9 +29,9 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from common.backbones import ResNetFeatures
-from common.errors import UserError
-from common.postprocess import MatrixResize
+from common.core.errors import UserError
+from common.networks.backbones import ResNetFeatures
+from common.networks.postprocess import MatrixResize
 
 from .config import METHOD_ALIASES
 
@@ -155,10 +155,16 @@ class MahalanobisScorer(paddle.nn.Layer):
             raise ValueError(f"mean {np.shape(mean)} / factor {np.shape(factor)} do not fit grid {self.grid}")
         self.k = k
         self.register_buffer("mean", _constant(np.asarray(mean).T), persistable=True)       # (k, P)
-        # Filled chunk by chunk so that a memory-mapped or streamed factor never exists twice in memory.
-        self.register_buffer("factor", paddle.empty([positions, k, k], dtype="float32"), persistable=True)
-        for start in range(0, positions, chunk):
-            self.factor[start:start + chunk] = _constant(factor[start:start + chunk])
+        if isinstance(factor, np.ndarray) and factor.dtype == np.float32 and factor.flags.c_contiguous:
+            # the fitted factor (1.5 GB for WRN50 k=300) becomes the buffer without a copy; the layer keeps the
+            # array alive, since the buffer shares its memory
+            self._factor_array = factor
+            self.register_buffer("factor", paddle.Tensor(factor, paddle.CPUPlace(), False, True), persistable=True)
+        else:
+            # Filled chunk by chunk so that a streamed factor (checkpoint.NpyRows) never exists twice in memory.
+            self.register_buffer("factor", paddle.empty([positions, k, k], dtype="float32"), persistable=True)
+            for start in range(0, positions, chunk):
+                self.factor[start:start + chunk] = _constant(factor[start:start + chunk])
 
     def forward(self, z):
         positions = self.grid[0] * self.grid[1]

@@ -9,17 +9,22 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from common.errors import UserError
-from common.evaluation import collect
-from common.frozen import FrozenForward
-from common.loader import Loader
-from common.thresholds import calibration_record, write_thresholds
+from common.core.errors import UserError
+from common.core.files import remove_temporaries
+from common.data.loader import Loader
+from common.evaluation.collect import collect
+from common.evaluation.thresholds import calibration_record, write_thresholds
+from common.training.frozen import FrozenForward
+from common.training.state import AUTO, summary, thresholds_saved
 
 from . import checkpoint
-from .data import dataset, fit_split
+from .data import dataset, training_split
 from .detector import OrthoADDetector
 from .loss import StreamingGaussian
 from .model import EMBEDDING_CHANNELS, MahalanobisScorer, load_projection, make_projection
+
+# options that change how a fit runs, not what it produces
+RUNTIME_OPTIONS = ("batch_size", "eval_batch_size", "num_workers", "backbone_weights")
 
 
 def projection_for(config):
@@ -70,33 +75,61 @@ def fit_statistics(embedder, loader, positions, eps=0.01, unbiased=False, stats_
 
 
 def train(config, cls, data_dir, output_dir, resume=None):
-    """Fit ``cls``, save the model and its thresholds in ``OUTPUT_DIR/CLASS``; returns a summary.
+    """Fit ``cls``, save the model and its thresholds in ``OUTPUT_DIR/CLASS``; returns
+    :func:`common.training.state.summary` (``final_loss`` None: a fit has no loss).
 
-    ``resume`` is accepted for the shared contract: a fit is one pass without intermediate state, so a resumed fit
-    starts again.
+    A fit is one pass with no intermediate state, so there is nothing to continue: ``--resume`` reports a class
+    whose model and thresholds exist (fitted with these options) as done and leaves it, and fits the others from the
+    start with one line saying so; ``--resume STATE`` is refused in one line.
     """
     start = time.time()
-    fit_samples, calibration_samples, held_out = fit_split(config, data_dir, cls)
+    class_dir = os.path.join(output_dir, cls)
+    remove_temporaries(class_dir)  # what a fit killed in the middle of a save left behind
+    if resume not in (None, AUTO):
+        raise UserError(f"--resume {resume}: {config.method_name}'s fit is one pass with no training state to "
+                        "continue; use --resume without a path (finished classes are kept, the others refitted)")
+    if resume == AUTO:
+        if _fitted_with(class_dir, config) and thresholds_saved(class_dir):
+            path = os.path.join(class_dir, checkpoint.MODEL_FILE)
+            print(f"[{cls}] already fitted ({path}): the model and its thresholds are left as they are")
+            return summary(path, None, 0.0, status="done")
+        print(f"[{cls}] --resume: a fit has no intermediate state; fitting {cls} from the start")
+    fit_samples, calibration_samples = training_split(config, data_dir, cls)
+    held_out = not {s.path for s in fit_samples} & {s.path for s in calibration_samples}
     projection = projection_for(config)
     embedder = checkpoint.build_embedder(config, projection)
     loader = Loader(dataset(fit_samples, config), config.batch_size, num_workers=config.num_workers)
     forward = embedding_forward(embedder)  # for the fit and the calibration
     mean, factor, count = fit_statistics(embedder, loader, config.grid ** 2, config.eps, config.unbiased,
                                          config.stats_dtype, desc=f"[{cls}] fit", forward=forward)
-    class_dir = os.path.join(output_dir, cls)
-    checkpoint.save(class_dir, config, projection, mean, factor,
-                    {"num_fit_images": count, "num_held_out": len(calibration_samples),
-                     "fit_seconds": round(time.time() - start, 3)})
-    del factor  # read back in chunks: the (P, k, k) factor never exists twice in memory
-    scorer = MahalanobisScorer(mean, checkpoint.NpyRows(os.path.join(class_dir, checkpoint.FACTOR_FILE)),
-                               (config.grid,) * 2)
-    detector = OrthoADDetector(embedder, scorer, config.image_size, config.sigma)
+    # the detector takes the fitted factor without a copy (1.5 GB for WRN50 k=300)
+    detector = OrthoADDetector(embedder, MahalanobisScorer(mean, factor, (config.grid,) * 2), config.image_size,
+                               config.sigma)
+    del factor
     detector.eval()
+    path = checkpoint.save(class_dir, detector, config,
+                           {"num_fit_images": count, "num_held_out": len(calibration_samples),
+                            "fit_seconds": round(time.time() - start, 3)})
     thresholds = calibrate(detector, calibration_samples, config, held_out, forward)
     write_thresholds(class_dir, thresholds)
     print(f"[{cls}] {config.method_name} fitted on {count} images in {time.time() - start:.1f} s; image threshold "
           f"{thresholds['image_threshold']:.4f} ({thresholds['source']})")
-    return {"class_dir": class_dir, "num_fit_images": count, "seconds": time.time() - start}
+    return summary(path, None, time.time() - start)
+
+
+def _fitted_with(class_dir, config):
+    """True when ``class_dir`` holds a model fitted with the options of ``config`` (a model fitted with other
+    options is refused, as a training state of other options is)."""
+    from common.core.config import to_dict
+
+    if not checkpoint.exists(class_dir):
+        return False
+    saved, _ = checkpoint.read_model_file(class_dir)
+    changed = [f"{k} {v!r} -> {getattr(config, k)!r}" for k, v in to_dict(saved).items()
+               if k not in RUNTIME_OPTIONS and v != getattr(config, k)]
+    if changed:
+        raise UserError(f"--resume: {class_dir} was fitted with other options ({'; '.join(changed)})")
+    return True
 
 
 def calibrate(detector, samples, config, held_out, forward=None):

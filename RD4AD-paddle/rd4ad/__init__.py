@@ -4,3 +4,6 @@
 ``loss`` (the distillation loss), ``detector`` (the exported layer: images -> map and score), ``trainer``,
 ``evaluate`` (one class -> results JSON) and ``checkpoint`` (save/load, official checkpoint conversion).
 """
+
+# the method contract (common.cli.commands): the entry scripts pass this package and reach its modules
+from . import checkpoint, config, data, detector, evaluate, loss, metric, model, trainer  # noqa: E402,F401

@@ -1,12 +1,13 @@
 """RD4AD's options: the official code's values (hq-deng/RD4AD main.py, test.py) as dataclass defaults.
 
 ``configs/default.yaml`` restates these defaults (a test keeps the two equal); ``--config FILE`` and command-line
-options override them (``common.config``).
+options override them (``common.core.config``).
 """
 import os
 from dataclasses import dataclass
 
-from common.config import EVAL, EXPORT, PREDICT, TRAIN, option
+from common.core.config import EVAL, EXPORT, PREDICT, TRAIN, option
+from common.data.options import DataOptions
 
 from .model import BACKBONES
 
@@ -16,7 +17,7 @@ ALL_COMMANDS = (TRAIN, EVAL, PREDICT, EXPORT)
 
 
 @dataclass
-class Config:
+class Config(DataOptions):
     """RD4AD (reverse distillation)"""
 
     backbone: str = option("wide_resnet50_2", "teacher; the OCBE and decoder widths follow it", model=True,
@@ -32,8 +33,9 @@ class Config:
     seed: int = option(111, "random seed (Python, NumPy, Paddle)")
     loss: str = option("flattened", "flattened (official code) or per_pixel (the paper's Eq. 1-2)", choices=LOSSES)
     sigma: float = option(4.0, "Gaussian sigma of the anomaly map", model=True)
-    calibration_fraction: float = option(0.0, "share of train/good held out from training to calibrate the "
-                                         "thresholds of predict/infer (0: train on every image, as the paper)")
+    validation_fraction: float = option(0.0, "share of train/good held out from training to calibrate the "
+                                        "thresholds of predict/infer (0: train on every image, as the paper)",
+                                        aliases=("calibration_fraction",))
     image_quantile: float = option(0.99, "image threshold = this quantile of the calibration images' scores")
     pixel_quantile: float = option(0.999, "pixel threshold = this quantile of the calibration images' map pixels")
     save_interval: int = option(10, "write the resumable training state every N epochs (and at the end)")
@@ -45,7 +47,7 @@ class Config:
 
     def __post_init__(self):
         if self.image_size % 32:
-            from common.errors import UserError
+            from common.core.errors import UserError
 
             raise UserError(f"image_size must be a multiple of 32 (the teacher's strides), got {self.image_size}")
 

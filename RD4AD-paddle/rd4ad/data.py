@@ -3,9 +3,10 @@
 Official ``dataset.py``/``test.py``: PIL bilinear resize to a square (the CenterCrop that follows is a no-op),
 ImageNet normalisation, no augmentation; masks resized bilinearly as 8-bit images and binarised at 0.5.
 """
-from common.mvtec import MVTecDataset, test_samples, train_samples
-from common.splits import calibration_split
-from common.transforms import Preprocess
+from common.data.dataset import ImageDataset
+from common.data.readers import test_samples
+from common.data.splits import holdout_split
+from common.data.transforms import Preprocess
 
 
 def preprocess(config):
@@ -15,13 +16,14 @@ def preprocess(config):
 
 def training_split(config, data_dir, cls):
     """``(train, calibration)`` samples: all good training images for training and none held out when
-    ``calibration_fraction`` is 0 (the official code), else a seeded hold-out for the thresholds."""
-    return calibration_split(train_samples(data_dir, cls), config.calibration_fraction, config.seed)
+    ``validation_fraction`` is 0 (the official code), else a seeded hold-out for the thresholds; a format with its
+    own validation images (MVTec LOCO) calibrates on those."""
+    return holdout_split(config.dataset, data_dir, cls, config.fold, config.validation_fraction, config.seed)
 
 
 def dataset(samples, config):
-    return MVTecDataset(samples, preprocess(config))
+    return ImageDataset(samples, preprocess(config))
 
 
 def test_dataset(config, data_dir, cls):
-    return dataset(test_samples(data_dir, cls), config)
+    return dataset(test_samples(config.dataset, data_dir, cls, config.fold), config)

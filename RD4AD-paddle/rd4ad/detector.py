@@ -4,19 +4,19 @@ Per scale ``1 - cosine`` along channels between teacher and student maps; each m
 bilinear ``align_corners=True``; the three maps summed (official ``amap_mode='a'``); smoothed with a Gaussian of
 sigma 4 (SciPy ``gaussian_filter``: reflect border, 33 taps); image score = maximum of the smoothed map.
 
-Upsampling is :class:`common.postprocess.MatrixResize` (products with constant bilinear interpolation matrices),
+Upsampling is :class:`common.networks.postprocess.MatrixResize` (products with constant bilinear interpolation matrices),
 equal to ``F.interpolate(..., mode="bilinear", align_corners=True)`` to float rounding: Paddle 3.3's
 ``bilinear_interp`` cannot run under Paddle Inference with oneDNN, while matmul runs everywhere.
 
-Evaluation smooths :meth:`RD4ADDetector.raw_map` with SciPy in float64 (:func:`common.postprocess.gaussian_smooth`),
-exactly as the official code; the exported graph and ``predict`` use :class:`common.postprocess.GaussianBlur`, the
+Evaluation smooths :meth:`RD4ADDetector.raw_map` with SciPy in float64 (:func:`common.networks.postprocess.gaussian_smooth`),
+exactly as the official code; the exported graph and ``predict`` use :class:`common.networks.postprocess.GaussianBlur`, the
 same filter as a Paddle layer (equal to SciPy to ~1e-6, checked in the tests).
 """
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from common.postprocess import GaussianBlur, MatrixResize
+from common.networks.postprocess import GaussianBlur, MatrixResize
 
 from .loss import COSINE_EPS
 
@@ -53,6 +53,8 @@ def image_scores(smoothed_maps):
 
 class RD4ADDetector(nn.Layer):
     """A trained :class:`rd4ad.model.ReverseDistillation` plus scoring: normalised images -> (map, score)."""
+
+    original_resolution = False  # maps are compared at the network's input size
 
     def __init__(self, model, image_size, sigma=4.0):
         super().__init__()

@@ -1,18 +1,14 @@
-"""Evaluation of one RD4AD class as the official ``test.py``: the four metrics on the same maps -> results JSON.
+"""Evaluation of one RD4AD class as the official ``test.py``: the four metrics on the same maps (the shared
+:func:`common.evaluation.evaluate.evaluate` writes them to the results JSON).
 
 The map is the summed cosine map smoothed with SciPy's ``gaussian_filter`` in float64 (the official evaluation);
 ``image_auroc``, ``pixel_auroc`` and ``rd4ad_pro`` are the paper's protocol, ``au_pro`` the standard MVTec one.
 """
-import time
+from common.evaluation.collect import collect
+from common.evaluation.evaluate import STANDARD_PROTOCOLS, TestResult, standard_metrics
+from common.networks.postprocess import gaussian_smooth
 
-from common.config import to_dict
-from common.evaluation import (STANDARD_PROTOCOLS, collect, notes_list, results_dir, save_test_pictures,
-                               standard_metrics)
-from common.postprocess import gaussian_smooth
-from common.results import write_results
-from common.thresholds import summary
-
-from .data import test_dataset
+from .metric import rd4ad_pro
 
 PROTOCOLS = {
     "image_auroc": STANDARD_PROTOCOLS["image_auroc"] + " (max of the sigma-4 smoothed summed cosine map), "
@@ -37,19 +33,13 @@ def test_maps(detector, config, dataset):
 
 
 def test_metrics(detector, config, dataset):
-    """``(metrics, notes, maps, scores)`` on a test dataset."""
+    """The paper's metrics and the standard ones on the same maps: a :class:`TestResult`."""
     maps, scores = test_maps(detector, config, dataset)
-    metrics, notes, _ = standard_metrics(dataset, scores, maps, protocols=tuple(PROTOCOLS))
-    return metrics, notes, maps, scores
-
-
-def evaluate(detector, config, thresholds, cls, data_dir, output_dir, pictures_dir=None):
-    """Evaluate on the test set of ``cls``, write ``OUTPUT_DIR/results/RD4AD_CLASS.json``, return the metrics."""
-    start = time.time()
-    dataset = test_dataset(config, data_dir, cls)
-    metrics, notes, maps, scores = test_metrics(detector, config, dataset)
-    if pictures_dir:
-        save_test_pictures(dataset, maps, scores, thresholds, pictures_dir)
-    write_results(results_dir(output_dir), config.method_name, cls, metrics, PROTOCOLS, to_dict(config),
-                  seconds=time.time() - start, threshold=summary(thresholds), notes=notes_list(notes))
-    return metrics
+    metrics, notes, masks = standard_metrics(dataset, scores, maps)
+    if masks is None:
+        metrics["rd4ad_pro"], notes["rd4ad_pro"] = None, "not available: no ground-truth masks"
+    else:
+        metrics["rd4ad_pro"] = rd4ad_pro(masks, maps, names=[s.path for s in dataset.samples])
+        if metrics["rd4ad_pro"] is None:
+            notes["rd4ad_pro"] = "not defined: no image has both defect and normal pixels"
+    return TestResult(metrics, notes, maps, scores, masks)

@@ -18,7 +18,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from common.backbones import ResNetFeatures, check_arch
+from common.networks.backbones import ResNetFeatures, check_arch
 
 
 @dataclass(frozen=True)
@@ -59,11 +59,11 @@ class Upsample2x2(nn.Conv2DTranspose):
     a stride-2, 2x2 transposed convolution do not overlap, so output (o, 2i+a, 2j+b) is sum_c x(c, i, j) W(c, o, a, b),
     which is channel 4o+2a+b of the 1x1 convolution. Paddle's oneDNN ``conv2d_transpose`` kernel runs for inference
     only ("ConvTransposeOneDNN works only for inference", 3.3.1), so training on oneDNN
-    (``common.training.onednn_convolutions``) needs this form. The parameter is the transposed convolution's own
+    (``common.training.onednn.onednn_convolutions``) needs this form. The parameter is the transposed convolution's own
     (same name, shape and initialisation).
     """
 
-    onednn_convolution = True  # trained on oneDNN like nn.Conv2D (common.training.is_convolution)
+    onednn_convolution = True  # trained on oneDNN like nn.Conv2D (common.training.onednn.is_convolution)
 
     def __init__(self, in_channels, out_channels):
         super().__init__(in_channels, out_channels, 2, stride=2, bias_attr=False)
@@ -265,7 +265,7 @@ class ReverseDistillation(nn.Layer):
 
     def load_student_state_dict(self, state):
         """Load ``{'bn': ..., 'decoder': ...}`` strictly (every key and shape must match)."""
-        from common.backbones import load_state_dict_strict
+        from common.networks.backbones import load_state_dict_strict
 
         load_state_dict_strict(self.bn, state["bn"])
         load_state_dict_strict(self.decoder, state["decoder"])

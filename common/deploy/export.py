@@ -1,0 +1,100 @@
+"""Exporting a detector: one static graph + ``infer_config.json``, checked against the dygraph layer.
+
+The graph is the method's detector layer, ``normalised images (N,3,S,S) -> (anomaly map (N,1,S,S), score (N,))``,
+with everything inside (networks, statistics as buffers, map post-processing). ``infer_config.json`` beside it makes
+the folder self-describing: preprocessing, thresholds, the method's configuration and how to run it, so ``infer.py``
+needs nothing else. After saving, the graph is run once through Paddle Inference on random input and compared with
+the dygraph layer; a relative difference above ``tolerance`` is an error.
+"""
+import os
+
+import numpy as np
+
+from common.core.errors import UserError
+from common.core.files import atomic_folder
+from common.core.inference import Predictor, export_static
+
+from .folder import save_infer_config
+
+INPUT_NAME = "x"
+EXPORT_TOLERANCE = 1e-4
+
+
+def export_detector(detector, preprocess, info, inference_dir, check=True, tolerance=EXPORT_TOLERANCE,
+                    formats=("paddle",)):
+    """Save ``detector`` and ``info`` (method, class, thresholds, config) to ``inference_dir``, as a whole: the
+    folder is replaced only when everything was written (and checked, with ``check``).
+
+    Returns ``(model_file, {"paddle": relative difference to dygraph, "onnx": to Paddle} or None)``.
+    ``detector.original_resolution`` is recorded, so ``infer.py`` compares maps at each image's own size when the
+    method does. ``"onnx"`` in ``formats`` adds ``inference.onnx`` (paddle2onnx), checked with ONNX Runtime
+    against the Paddle graph. The sha256 of every file is recorded for ``infer.py`` to verify.
+    """
+    import paddle
+
+    from common.core.inference import find_model_files
+
+    from .backends import ONNX_FILE, export_onnx
+    from .folder import file_digests
+
+    size = preprocess.output_size
+    spec = [paddle.static.InputSpec([None, 3, size, size], "float32", name=INPUT_NAME)]
+    use_mkldnn = True  # every method's graph runs with oneDNN (older exports may record False: infer.py honours it)
+    differences = None
+    # the folder is written and checked aside, then takes the place of an earlier export in one step: a failed
+    # check or a crash leaves the earlier export as it was (common.core.files.atomic_folder)
+    with atomic_folder(inference_dir) as folder:
+        export_static(detector, spec, os.path.join(folder, "inference"))
+        if "onnx" in formats:
+            export_onnx(*find_model_files(folder), folder)
+        files = [os.path.basename(p) for p in find_model_files(folder)] + [ONNX_FILE]
+        save_infer_config(folder, dict(info, preprocess=preprocess.to_dict(), use_mkldnn=use_mkldnn,
+                                       original_resolution=bool(detector.original_resolution),
+                                       inputs=[f"{INPUT_NAME}: preprocessed images (N,3,{size},{size})"],
+                                       outputs=["anomaly_map (N,1,S,S)", "score (N,)"],
+                                       files=file_digests(folder, files)))
+        if check:
+            differences = _check(detector, folder, preprocess, formats, tolerance, inference_dir)
+    return os.path.join(inference_dir, os.path.basename(find_model_files(inference_dir)[0])), differences
+
+
+def _check(detector, folder, preprocess, formats, tolerance, inference_dir):
+    """Relative differences of the exported graph(s) in ``folder`` on random input: Paddle Inference against the
+    dygraph detector, ONNX Runtime against Paddle; above the tolerance a one-line error.
+
+    The tolerance is ``tolerance`` or, when larger, twice what input noise of 1e-6 already moves the dygraph outputs:
+    KDAD's maps are input gradients through max-pools, and where a window's two largest inputs lie within float32
+    rounding the gradient goes to either pixel, in dygraph as in any graph (measured: 2e-3 of the map's scale)."""
+    import paddle
+
+    from .backends import OnnxRuntimeRunner
+
+    x = random_input(preprocess.output_size, preprocess.normalize)
+    detector.eval()
+    expected = [t.numpy() for t in detector(paddle.to_tensor(x))]
+    noise = 1e-6 * np.random.default_rng(1).standard_normal(x.shape).astype(np.float32)
+    sensitivity = relative_difference([t.numpy() for t in detector(paddle.to_tensor(x + noise))], expected)
+    tolerance = max(tolerance, 2 * sensitivity)
+    paddle_outputs = Predictor(folder, device="cpu", use_mkldnn=True).run(x)
+    differences = {"paddle": relative_difference(paddle_outputs, expected)}
+    if "onnx" in formats:
+        differences["onnx"] = relative_difference(OnnxRuntimeRunner(folder).run(x), paddle_outputs)
+    for name, difference in differences.items():
+        if difference > tolerance:
+            against = "the dygraph model" if name == "paddle" else "the Paddle graph"
+            raise UserError(f"the exported {name} graph for {inference_dir} differs from {against} by "
+                            f"{difference:.2e} (relative, > {tolerance:g}); nothing was written")
+    return differences
+
+
+def random_input(size, normalized=True, batch=2, seed=0):
+    """A random batch in the range the detector sees: normalised images, or [0, 1] ones."""
+    rng = np.random.default_rng(seed)
+    shape = (batch, 3, size, size)
+    return (rng.standard_normal(shape) if normalized else rng.random(shape)).astype(np.float32)
+
+
+def relative_difference(outputs, reference):
+    """Max relative |outputs - reference| over the map and the score (each relative to its own scale)."""
+    return float(max(np.abs(np.asarray(o) - r).max() / max(np.abs(r).max(), 1e-12)
+                     for o, r in zip(outputs, reference)))
