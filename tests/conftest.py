@@ -9,7 +9,7 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 import common  # noqa: E402,F401 - sets the warning filters before paddle is imported
-from common import synthetic  # noqa: E402
+from common.data import synthetic  # noqa: E402
 
 # ../shared/data beside the checkout (CI clones the repository next to shared/); override with MVTEC_256_DIR.
 BOTTLE_PARENT = os.environ.get("MVTEC_256_DIR",

@@ -1,15 +1,14 @@
-"""One way to run every method folder in the tests: its commands in-process through ``common.commands`` (as the
+"""One way to run every method folder in the tests: its commands in-process through ``common.cli.commands`` (as the
 entry scripts do), or its scripts in a subprocess with a timeout (so a hang fails the test instead of blocking)."""
 import os
 import subprocess
 import sys
 
+from common.cli.commands import run as run_command
+from common.cli.export_model import run as run_export
+from common.cli.infer import run as run_infer
+from common.core.errors import main_guard
 from conftest import REPO_ROOT, method_dir
-
-from common.commands import run as run_command
-from common.errors import main_guard
-from common.export import run as run_export
-from common.infer import run as run_infer
 
 # package -> (folder, results name of the default method, tiny config)
 METHODS = {
@@ -35,7 +34,7 @@ def tiny_model_option(package):
     import dataclasses
     import importlib
 
-    from common.config import build_config
+    from common.core.config import build_config
 
     folder(package)
     config_class = importlib.import_module(f"{package}.config").Config
@@ -44,13 +43,21 @@ def tiny_model_option(package):
                 if f.metadata.get("model") and f.name in ("backbone", "image_size"))
 
 
+def method_package(package):
+    """The method package called ``package`` (what the method folder's entry scripts import and pass on)."""
+    import importlib
+
+    folder(package)
+    return importlib.import_module(package)
+
+
 def command(package, mode, *argv):
     """``main.py --mode MODE ARGV`` in-process; user errors exit 2 with one ``error:`` line as in the scripts."""
-    return main_guard(run_command)(package, mode, [str(a) for a in argv])
+    return main_guard(run_command)(method_package(package), mode, [str(a) for a in argv])
 
 
 def export(package, *argv):
-    return main_guard(run_export)(package, [str(a) for a in argv])
+    return main_guard(run_export)(method_package(package), [str(a) for a in argv])
 
 
 def infer(*argv):

@@ -13,14 +13,21 @@ import numpy as np
 import paddle
 import pytest
 
-from common import backbones
-from common.backbones import (ResNetFeatures, VGG16Features, build_backbone, convert_torchvision_state_dict,
-                              load_state_dict_strict, torch_to_paddle_state_dict)
-from common.errors import UserError
+from common.core.errors import UserError
+from common.networks import backbones
+from common.networks.backbones import (
+    ResNetFeatures,
+    VGG16Features,
+    build_backbone,
+    convert_torchvision_state_dict,
+    load_state_dict_strict,
+    torch_to_paddle_state_dict,
+)
 
 try:
     import torch
     from torch import nn
+
     from torch_reference import TorchResNet, TorchVGG16, randomise_batchnorm, torch_tapped_features
 except ImportError:
     torch = None
@@ -122,10 +129,10 @@ def test_vgg16_features_match_torch(tmp_path):
     paddle.save(torch_to_paddle_state_dict(features_state), str(dst))
 
     images = random_images(seed=3, size=32)
-    taps = backbones.MKD_VGG16_TAPS
+    taps = (1, 4, 6, 9, 11, 13, 16, 18, 20, 23, 25, 27, 30)  # every ReLU/pool output MKD's official code collects
     with torch.no_grad():
         expected = torch_tapped_features(reference, torch.from_numpy(images), taps)
-    extractor = VGG16Features(weights=dst)
+    extractor = VGG16Features(taps, weights=dst)
     ours = extractor(paddle.to_tensor(images))
     assert len(ours) == 13
     for mine, theirs in zip(ours, expected):
@@ -244,7 +251,7 @@ def test_download_failure_is_one_line_and_never_random(tmp_path, monkeypatch):
     assert os.path.join(str(tmp_path), "wide_resnet50_2.pdparams") in message
     assert "--backbone_weights" in message and "convert_torch_weights.py" in message
     with pytest.raises(UserError, match="vgg16.pdparams"):
-        VGG16Features()
+        VGG16Features(taps=(4,))
 
 
 def test_imagenet_weights_are_read_from_the_paddle_cache(tmp_path, monkeypatch):

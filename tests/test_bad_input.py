@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from common.data.synthetic import make_class
 from method_harness import METHODS, folder, run_script, tiny_config, train_tiny
-
-from common.synthetic import make_class
 
 PACKAGES = sorted(METHODS)
 TIMEOUT = 120  # seconds; every case here finishes in a few
@@ -255,3 +254,186 @@ def test_a_failing_class_does_not_stop_the_loop(package, tmp_path):
     assert_one_error_line(result, "1 of 2 classes", "bottle")
     assert (out / "carpet" / "thresholds.json").exists() and not (out / "bottle" / "thresholds.json").exists()
     assert_nothing_half_written(out)
+
+
+# -- industrial dataset readers (issue 19): a bad file stops with one line naming it ---------------------------------
+# The readers are called in-process through main_guard (what every command wraps around its work), so the check is
+# the one above: exit 2 and a single "error: ..." line naming the file.
+def assert_reader_error(capsys, call, *fragments):
+    from common.core.errors import main_guard
+
+    with pytest.raises(SystemExit) as info:
+        main_guard(call)()
+    assert info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_loco_class_without_defects_config_fails_only_where_it_is_needed(tmp_path, capsys):
+    from common.data.readers import mvtec_loco
+    from common.data.synthetic_layouts import write_mvtec_loco
+
+    root = write_mvtec_loco(str(tmp_path), ("screw_bag",), size=32, n_train=2, n_validation=1, n_test_good=1,
+                            n_test_defect=1)
+    os.remove(os.path.join(root, "screw_bag", "defects_config.json"))
+    assert len(mvtec_loco.train_samples(root, "screw_bag")) == 2  # training never needs the config
+    assert len(mvtec_loco.test_samples(root, "screw_bag")) == 3
+    assert_reader_error(capsys, lambda: mvtec_loco.read_defects_config(os.path.join(root, "screw_bag")),
+                        "defects_config.json", os.path.join(root, "screw_bag"))
+
+
+def test_loco_channel_of_another_size(tmp_path, capsys):
+    from common.data.readers import mvtec_loco
+    from common.data.synthetic_layouts import write_mvtec_loco
+
+    root = write_mvtec_loco(str(tmp_path), ("pushpins",), size=32, n_train=1, n_validation=1, n_test_good=1,
+                            n_test_defect=1)
+    defects = mvtec_loco.read_defects_config(os.path.join(root, "pushpins"))
+    sample = next(s for s in mvtec_loco.test_samples(root, "pushpins") if s.label)
+    channel = sample.mask_paths[-1]
+    Image.open(channel).resize((20, 10), Image.NEAREST).save(channel)
+    assert_reader_error(capsys, lambda: mvtec_loco.defect_channels(sample, defects), channel, "20x10")
+
+
+def test_visa_row_naming_a_missing_file(tmp_path, capsys):
+    from common.data.readers import visa
+    from common.data.synthetic_layouts import write_visa
+
+    root = write_visa(str(tmp_path), ("fryum",), size=32, n_train=2, n_test_good=1, n_test_defect=1)
+    missing = os.path.join(root, "fryum", "Data", "Masks", "Anomaly", "000.png")
+    os.remove(missing)
+    assert len(visa.train_samples(root, "fryum")) == 2
+    assert_reader_error(capsys, lambda: visa.test_samples(root, "fryum"), missing,
+                        os.path.join(root, "split_csv", "1cls.csv"))
+
+
+def test_kolektor_part_without_its_label(tmp_path, capsys):
+    from common.data.readers import kolektor
+    from common.data.synthetic_layouts import write_kolektor
+
+    root = write_kolektor(str(tmp_path / "KolektorSDD"), size=32, n_folders=3, n_parts=2)
+    missing = os.path.join(root, "kos02", "Part1_label.bmp")
+    os.remove(missing)
+    assert_reader_error(capsys, lambda: kolektor.test_samples(root, "kolektor", 1), missing,
+                        os.path.join(root, "kos02", "Part1.jpg"))
+
+
+# =================================================================================================================
+# -- one-class benchmark readers (CIFAR-10, MNIST / Fashion-MNIST, OCT2017) ---------------------------------------
+# The command line does not offer these datasets yet, so the readers are called directly: each bad input must be
+# ONE UserError line naming the file (or listing the valid classes). Files come from tests/one_class_files.py.
+# =================================================================================================================
+import gzip as _gzip  # noqa: E402
+import pickle as _pickle  # noqa: E402
+
+import one_class_files as _files  # noqa: E402
+
+from common.core.errors import UserError as _UserError  # noqa: E402
+from common.data.readers import cifar10 as _cifar10  # noqa: E402
+from common.data.readers import mnist as _mnist
+from common.data.readers import retina as _retina
+from common.data.readers.one_class import normal_class as _normal_class  # noqa: E402
+
+
+def _one_line_error(call, *fragments):
+    with pytest.raises(_UserError) as info:
+        call()
+    message = str(info.value)
+    assert "\n" not in message, message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.02])
+def test_one_class_truncated_cifar_archive(keep, tmp_path):
+    archive = _files.write_cifar_archive(str(tmp_path), _files.cifar_files(_files.cifar_batches(), "py2"))
+    with open(archive, "rb") as handle:
+        data = handle.read()
+    with open(archive, "wb") as handle:
+        handle.write(data[: int(len(data) * keep)])
+    _one_line_error(lambda: _cifar10.train(str(tmp_path), "cat"), archive, "truncated")
+
+
+def test_one_class_damaged_cifar_batches(tmp_path):
+    batches = _files.cifar_batches()
+    folder = _files.write_cifar_folder(str(tmp_path), _files.cifar_files(batches, "str"))
+    test_batch = os.path.join(folder, "test_batch")
+    truncate(test_batch)
+    _one_line_error(lambda: _cifar10.test(str(tmp_path), 0), test_batch, "not a CIFAR-10 python pickle")
+    # a pickle that would run a command is refused before it runs
+    marker = tmp_path / "ran"
+    with open(test_batch, "wb") as handle:
+        handle.write(b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR.")
+    _one_line_error(lambda: _cifar10.test(str(tmp_path), 0), test_batch, "os.system")
+    assert not marker.exists()
+    # the right pickle with the wrong content: 3072 values per row, one label per row
+    data, labels = batches["test_batch"]
+    with open(test_batch, "wb") as handle:
+        _pickle.dump({"data": data[:, :3000], "labels": labels}, handle, protocol=2)
+    _one_line_error(lambda: _cifar10.test(str(tmp_path), 0), test_batch, "uint8 (N, 3072)")
+    with open(test_batch, "wb") as handle:
+        _pickle.dump({"data": data, "labels": labels[:-1]}, handle, protocol=2)
+    _one_line_error(lambda: _cifar10.test(str(tmp_path), 0), test_batch, "10 images but 9 labels")
+    os.remove(os.path.join(folder, "data_batch_4"))
+    _one_line_error(lambda: _cifar10.train(str(tmp_path), 0), os.path.join(folder, "data_batch_4"), "not found")
+
+
+def test_one_class_idx_counts_disagree(tmp_path):
+    arrays = _files.mnist_arrays(train_count=6, test_count=5)
+    arrays["test"] = (arrays["test"][0], arrays["test"][1][:4])
+    paths = _files.write_idx(str(tmp_path), arrays)
+    _one_line_error(lambda: _mnist.test(str(tmp_path), 0), paths[2], paths[3], "5 images", "4 labels")
+
+
+@pytest.mark.parametrize("which", ["images", "labels"])
+def test_one_class_wrong_idx_magic(which, tmp_path):
+    arrays = _files.mnist_arrays(train_count=6, test_count=5)
+    paths = _files.write_idx(str(tmp_path), arrays)
+    images, labels = arrays["train"]
+    if which == "images":  # an image file with the label magic
+        path, data = paths[0], _files.idx_images(images, magic=2049)
+    else:                  # a label file with a little-endian magic
+        path, data = paths[1], _files.idx_labels(labels, magic=0x01080000)
+    with open(path, "wb") as handle:
+        handle.write(_gzip.compress(data))
+    _one_line_error(lambda: _mnist.train(str(tmp_path), 1), path, "magic number", "expected")
+
+
+def test_one_class_truncated_idx_files(tmp_path):
+    paths = _files.write_idx(str(tmp_path), _files.mnist_arrays(train_count=6, test_count=5))
+    truncate(paths[0])  # the gzip stream ends early
+    _one_line_error(lambda: _mnist.train(str(tmp_path), 1), paths[0], "truncated")
+    plain = os.path.join(str(tmp_path), "t10k-images-idx3-ubyte")  # un-gzipped, payload cut short
+    with open(plain, "wb") as handle:
+        handle.write(_files.idx_images(_files.mnist_arrays(test_count=5)["test"][0])[:-10])
+    _one_line_error(lambda: _mnist.test(str(tmp_path), 1), plain, "truncated")
+
+
+@pytest.mark.parametrize("fmt, value, valid", [
+    (_cifar10.FORMAT, "11", "9=truck"),
+    (_mnist.FORMAT, "12", "0, 1, 2, 3, 4, 5, 6, 7, 8, 9"),
+    (_mnist.FORMAT_FASHION, "hat", "0=T-shirt_top"),
+    (_retina.FORMAT, "healthy", "0=CNV, 1=DME, 2=DRUSEN, 3=NORMAL"),
+])
+def test_one_class_normal_class_outside_the_dataset(fmt, value, valid, tmp_path):
+    _one_line_error(lambda: _normal_class(fmt, value), value, valid)
+    # the readers refuse it the same way once the data is there
+    if fmt is _retina.FORMAT:
+        root = _files.write_oct(str(tmp_path))
+    elif fmt is _cifar10.FORMAT:
+        root = str(tmp_path)
+        _files.write_cifar_folder(root, _files.cifar_files(_files.cifar_batches(), "bytes"))
+    else:
+        root = str(tmp_path)
+        _files.write_idx(root, _files.mnist_arrays())
+    _one_line_error(lambda: fmt.test(root, value), value, valid)
+    _one_line_error(lambda: fmt.train(root, value), value, valid)
+
+
+def test_one_class_oct_missing_class_folder(tmp_path):
+    root = _files.write_oct(str(tmp_path))
+    shutil.rmtree(os.path.join(root, "test", "DME"))
+    _one_line_error(lambda: _retina.test(root, 3), os.path.join(root, "test", "DME"), "CNV, DME, DRUSEN, NORMAL")

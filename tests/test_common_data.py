@@ -8,21 +8,22 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common import categories, mvtec, splits, synthetic
-from common.check_dataset import check_class
-from common.errors import UserError
-from common.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocess
-
+from common.core.errors import UserError
+from common.data import images, readers, splits, synthetic
+from common.data.check import check_class
+from common.data.dataset import ImageDataset, has_masks
+from common.data.readers import mvtec
+from common.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from conftest import REPO_ROOT
 
 
 # -- categories ---------------------------------------------------------------------------------------------
 def test_groups_and_suggestion():
-    assert len(categories.resolve_classes("all")) == 15
-    assert categories.resolve_classes("textures") == list(categories.TEXTURES)
-    assert categories.resolve_classes("bottle,wood") == ["bottle", "wood"]
+    assert len(readers.resolve_classes("all")) == 15
+    assert readers.resolve_classes("textures") == list(mvtec.TEXTURES)
+    assert readers.resolve_classes("bottle,wood") == ["bottle", "wood"]
     with pytest.raises(UserError, match="did you mean 'metal_nut'"):
-        categories.resolve_classes("metalnut")
+        readers.resolve_classes("metalnut")
 
 
 # -- reader -------------------------------------------------------------------------------------------------
@@ -37,15 +38,15 @@ def test_reader_on_synthetic(synthetic_root):
         assert (s.mask_path is not None) == (s.label == 1)
         if s.mask_path:
             assert os.path.basename(s.mask_path) == os.path.basename(s.path).replace(".png", "_mask.png")
-    assert mvtec.has_masks(test)
-    assert mvtec.classes_for("all", synthetic_root) == ["bottle", "carpet"]
+    assert has_masks(test)
+    assert readers.classes_for("all", synthetic_root) == ["bottle", "carpet"]
     # --data_dir may point at the class folder itself
     assert len(mvtec.train_samples(os.path.join(synthetic_root, "bottle"), "bottle")) == 12
 
 
 def test_dataset_items_and_masks(synthetic_root):
     test = mvtec.test_samples(synthetic_root, "bottle")
-    dataset = mvtec.MVTecDataset(test, Preprocess(resize=32))
+    dataset = ImageDataset(test, Preprocess(resize=32))
     image, mask, label, index = dataset[0]
     assert image.shape == (3, 32, 32) and image.dtype == np.float32
     assert mask.shape == (1, 32, 32) and set(np.unique(mask)) <= {0.0, 1.0}
@@ -58,9 +59,9 @@ def test_dataset_items_and_masks(synthetic_root):
 
 def test_unknown_and_missing(synthetic_root, tmp_path):
     with pytest.raises(UserError, match="did you mean 'bottle'"):
-        mvtec.classes_for("botle", synthetic_root)
+        readers.classes_for("botle", synthetic_root)
     with pytest.raises(UserError, match="data folder not found"):
-        mvtec.classes_for("bottle", str(tmp_path / "nope"))
+        readers.classes_for("bottle", str(tmp_path / "nope"))
     (tmp_path / "empty" / "train" / "good").mkdir(parents=True)
     with pytest.raises(UserError, match="no training images"):
         mvtec.train_samples(str(tmp_path), "empty")
@@ -69,8 +70,8 @@ def test_unknown_and_missing(synthetic_root, tmp_path):
 def test_custom_folder_without_masks(synthetic_root, tmp_path):
     shutil.copytree(os.path.join(synthetic_root, "bottle", "test"), tmp_path / "test")
     samples = mvtec.folder_samples(str(tmp_path / "test"))
-    assert len(samples) == 10 and not mvtec.has_masks(samples)
-    dataset = mvtec.MVTecDataset(samples, Preprocess(resize=32))
+    assert len(samples) == 10 and not has_masks(samples)
+    dataset = ImageDataset(samples, Preprocess(resize=32))
     assert dataset.masks().sum() == 0
 
 
@@ -91,7 +92,7 @@ def test_any_image_mode_becomes_rgb(tmp_path, mode):
         image = image.convert(mode)
     path = tmp_path / "x.png"
     image.save(path)
-    out = mvtec.open_image(str(path))
+    out = images.open_image(str(path))
     assert out.mode == "RGB" and out.size == (24, 20)
     if mode in ("L", "I;16"):
         arr = np.asarray(out)
@@ -102,10 +103,10 @@ def test_unreadable_image_and_mask_size_mismatch(tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not a png")
     with pytest.raises(UserError, match="cannot read image .*bad.png"):
-        mvtec.open_image(str(bad))
+        images.open_image(str(bad))
     Image.fromarray(np.zeros((10, 12), np.uint8)).save(tmp_path / "m.png")
     with pytest.raises(UserError, match="is 12x10 but its image is 16x16"):
-        mvtec.open_mask(str(tmp_path / "m.png"), (16, 16))
+        images.open_mask(str(tmp_path / "m.png"), (16, 16))
 
 
 # -- transforms ---------------------------------------------------------------------------------------------

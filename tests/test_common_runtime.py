@@ -1,5 +1,6 @@
 """Results files, tables, post-processing, pictures, the inference predictor, the CLI loop and run_all.sh."""
 import argparse
+import collections
 import json
 import os
 import subprocess
@@ -12,14 +13,18 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from common import predict, report, results, visualize
-from common.transforms import Preprocess
-from common.cli import add_shared_args, run_per_class
-from common.errors import UserError
-from common.inference import (BenchmarkTimer, Predictor, export_static, find_model_files, load_infer_config,
-                              save_infer_config)
-from common.postprocess import GaussianBlur, MatrixResize, gaussian_smooth, upsample
-
+from common.cli import report
+from common.cli.args import add_shared_args, run_per_class
+from common.core import files
+from common.core.errors import UserError
+from common.core.inference import Predictor, export_static, find_model_files
+from common.data.transforms import Preprocess
+from common.deploy import predict
+from common.deploy.benchmark import BenchmarkTimer
+from common.deploy.folder import load_infer_config, save_infer_config
+from common.evaluation import pictures as visualize
+from common.evaluation import results
+from common.networks.postprocess import GaussianBlur, MatrixResize, gaussian_smooth, upsample
 from conftest import REPO_ROOT
 
 
@@ -39,14 +44,14 @@ def test_atomic_json_and_results_record(tmp_path):
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path):
     path = tmp_path / "x.json"
-    results.atomic_write_json(str(path), {"a": 1})
+    files.atomic_write_json(str(path), {"a": 1})
 
     def failing_save(tmp):
         open(tmp, "w").write("partial")
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        results.atomic_save(failing_save, str(path))
+        files.atomic_save(failing_save, str(path))
     assert json.load(open(path)) == {"a": 1} and os.listdir(tmp_path) == ["x.json"]
 
 
@@ -132,9 +137,6 @@ def test_save_prediction_pictures(tmp_path):
     assert (contours == visualize.GT_COLOR).all(-1).any() and (contours == visualize.PRED_COLOR).all(-1).any()
     heat = np.asarray(Image.open(record["pictures"]["heatmap"]))
     assert heat.shape == (32, 32, 3) and not (heat[5, 5] == heat[20, 20]).all()
-    visualize.append_jsonl(str(tmp_path / "p.jsonl"), record)
-    visualize.append_jsonl(str(tmp_path / "p.jsonl"), record)
-    assert len(open(tmp_path / "p.jsonl").read().splitlines()) == 2
 
 
 def test_predict_images_names_by_relative_path_and_replaces_the_jsonl(tmp_path):
@@ -218,7 +220,7 @@ class _InputGradient(paddle.nn.Layer):
 
 def test_onnx_conversion_failure_is_one_error_line(tmp_path):
     pytest.importorskip("paddle2onnx")
-    from common.backends import export_onnx
+    from common.deploy.backends import export_onnx
 
     paddle.seed(0)
     export_static(_InputGradient(), [paddle.static.InputSpec([None, 3, 8, 8], "float32", "x")],
@@ -268,7 +270,7 @@ def test_run_all_script_keeps_going(tmp_path):
     (method / "main.py").write_text(textwrap.dedent(f"""
         import argparse, sys
         sys.path.insert(0, {REPO_ROOT!r})
-        from common.results import write_results
+        from common.evaluation.results import write_results
         p = argparse.ArgumentParser()
         for name in ("--mode", "--cls", "--data_dir", "--output_dir"):
             p.add_argument(name)
@@ -312,7 +314,7 @@ def test_matrix_resize_of_a_1x1_map_runs_under_onednn(tmp_path):
 
 def test_resize_to_image_equals_torch_interpolate():
     torch = pytest.importorskip("torch")
-    from common.postprocess import resize_to_image
+    from common.networks.postprocess import resize_to_image
 
     amap = np.random.default_rng(2).random((64, 64)).astype(np.float32)
     ours = resize_to_image(amap, (300, 420))  # (width, height)
@@ -333,7 +335,7 @@ class _TwoTaps(paddle.nn.Layer):
 
 
 def test_frozen_forward_runs_the_network_in_paddle_inference(capsys, monkeypatch):
-    from common import frozen
+    from common.training import frozen
 
     paddle.seed(0)
     layer = _TwoTaps()
@@ -359,6 +361,36 @@ def test_frozen_forward_runs_the_network_in_paddle_inference(capsys, monkeypatch
     fallback = frozen.FrozenForward(layer, (3, 12, 12), threads=2)
     assert fallback.predictor is None and "running it in dygraph" in capsys.readouterr().out
     np.testing.assert_array_equal(fallback(x)[1].numpy(), want[1].numpy())
+
+
+def test_frozen_networks_with_the_same_weights_share_one_predictor(monkeypatch):
+    """The next class of a per-class loop freezes a new teacher object with the same weights: it gets the predictor
+    built for the first (a new predictor per class kept oneDNN state of every earlier class, issue 23); other
+    weights, another input shape or other threads get their own, and the shared one serves the new network's
+    outputs."""
+    from common.training import frozen
+
+    monkeypatch.setattr(frozen, "_PREDICTORS", collections.OrderedDict())
+
+    def network(seed):
+        paddle.seed(seed)
+        layer = _TwoTaps()
+        layer.eval()
+        return layer
+
+    first = frozen.FrozenForward(network(0), (3, 12, 12), threads=2)
+    same_weights = network(0)
+    second = frozen.FrozenForward(same_weights, (3, 12, 12), threads=2)
+    assert second.predictor is first.predictor
+    x = paddle.to_tensor(np.random.default_rng(4).standard_normal((2, 3, 12, 12)).astype(np.float32))
+    with paddle.no_grad():
+        want = same_weights(x)[1].numpy()
+    np.testing.assert_allclose(second(x)[1].numpy(), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    other_weights = frozen.FrozenForward(network(1), (3, 12, 12), threads=2)
+    assert other_weights.predictor is not first.predictor
+    assert frozen.FrozenForward(network(0), (3, 16, 16), threads=2).predictor is not first.predictor
+    assert frozen.FrozenForward(network(0), (3, 12, 12), threads=1).predictor is not first.predictor
+    assert len(frozen._PREDICTORS) == frozen.SHARED_PREDICTORS  # a few kept, the least recently used dropped
 
 
 class _ConvBlock(paddle.nn.Layer):
@@ -389,10 +421,10 @@ class _OptedIn(paddle.nn.Layer):
 
 
 def test_onednn_convolutions_give_the_dygraph_outputs_and_gradients(monkeypatch):
-    """Inside common.training.onednn_convolutions each convolution runs as its own oneDNN program: the outputs and
+    """Inside common.training.onednn.onednn_convolutions each convolution runs as its own oneDNN program: the outputs and
     every parameter's and the input's gradient equal plain dygraph (float32 rounding), BatchNorm's running
     statistics update the same way, and afterwards the layers and the oneDNN flag are as before."""
-    from common import training
+    from common.training import onednn as training
 
     paddle.seed(0)
     net = _ConvBlock()
@@ -413,7 +445,10 @@ def test_onednn_convolutions_give_the_dygraph_outputs_and_gradients(monkeypatch)
     plain = run()
     made = []
     original = training._program_layer
-    monkeypatch.setattr(training, "_program_layer", lambda layer: made.append(type(layer).__name__) or original(layer))
+    monkeypatch.setattr(training, "_PROGRAMS", {})  # none compiled yet in this process
+    monkeypatch.setattr(training, "_program_layer",
+                        lambda layer_class, attributes: made.append(layer_class.__name__) or original(layer_class,
+                                                                                                      attributes))
     with training.onednn_convolutions(net):
         assert paddle.get_flags("FLAGS_use_mkldnn")["FLAGS_use_mkldnn"] is True
         fast = run()
@@ -432,11 +467,11 @@ def test_onednn_convolutions_give_the_dygraph_outputs_and_gradients(monkeypatch)
 
 
 def test_keep_freed_memory_reuses_large_blocks():
-    """common.runtime.keep_freed_memory: a freed 64 MB block is reused, not unmapped and page-faulted in again
+    """common.core.runtime.keep_freed_memory: a freed 64 MB block is reused, not unmapped and page-faulted in again
     (glibc's default maps every block above 32 MB fresh: 16,384 page faults for 64 MB)."""
     import resource
 
-    from common import runtime
+    from common.core import runtime
 
     if not runtime.keep_freed_memory():
         pytest.skip("no glibc mallopt on this platform")
@@ -451,19 +486,39 @@ def test_keep_freed_memory_reuses_large_blocks():
     assert page_faults_of_a_64mb_block() < 1000
 
 
-def test_onednn_convolution_programs_do_not_keep_the_model_alive():
-    """The kept programs hold their layers weakly: a trained model is freed once the trainer drops it (a per-class
-    loop trains 15 models in one process)."""
+def test_onednn_convolution_programs_are_shared_and_do_not_keep_the_model_alive(monkeypatch):
+    """Models of one architecture share the compiled convolution programs: a second model (the next class of a
+    per-class loop) compiles none and builds no static program, and the first model is freed. Paddle 3.3.1 never
+    frees a program that ran a backward pass, so one program per layer kept ~0.55 GB per class (issue 23)."""
     import gc
+    import traceback
     import weakref
 
-    from common import training
+    from common.training import onednn as training
 
+    monkeypatch.setattr(training, "_PROGRAMS", {})
+
+    def train_one_step(seed):
+        paddle.seed(seed)
+        net = _ConvBlock()
+        net.train()
+        with training.onednn_convolutions(net):
+            net(paddle.rand([2, 3, 16, 16])).mean().backward()
+        return weakref.ref(net.conv1)
+
+    def static_programs():  # every op of a static program keeps the Python stack that created it
+        gc.collect()
+        return sum(isinstance(o, traceback.StackSummary) for o in gc.get_objects())
+
+    first = train_one_step(0)
+    programs, stacks = training.compiled_programs(), static_programs()
+    assert programs == 3 and first() is None
+    second = train_one_step(1)
+    assert training.compiled_programs() == programs and static_programs() == stacks and second() is None
+    # another configuration (wider first convolution) compiles its own program
+    paddle.seed(2)
     net = _ConvBlock()
-    net.train()
+    net.conv1 = paddle.nn.Conv2D(3, 8, 5, padding=2)
     with training.onednn_convolutions(net):
         net(paddle.rand([2, 3, 16, 16])).mean().backward()
-    alive = weakref.ref(net.conv1)
-    del net
-    gc.collect()
-    assert alive() is None
+    assert training.compiled_programs() == programs + 1

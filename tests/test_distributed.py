@@ -11,12 +11,11 @@ import textwrap
 import numpy as np
 import pytest
 
+from common.data.loader import Loader
+from common.data.synthetic import make_dataset
+from common.training.distributed import ShardedBatches
 from conftest import REPO_ROOT
 from method_harness import folder, tiny_config
-
-from common.distributed import ShardedBatches
-from common.loader import Loader
-from common.synthetic import make_dataset
 
 LAUNCH = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2"]
 
@@ -45,8 +44,8 @@ STEP_SCRIPT = textwrap.dedent('''
     import numpy as np
     import paddle
     import common
-    from common import distributed
-    from common.loader import Loader
+    from common.training import distributed
+    from common.data.loader import Loader
 
     rank, world = distributed.init()
     np.random.seed(0)

@@ -20,9 +20,10 @@ method_dir("EfficientAD-paddle")
 
 import paddle  # noqa: E402
 
-from common.errors import UserError  # noqa: E402
-from common.mvtec import Sample, train_samples  # noqa: E402
-from common.synthetic import make_class  # noqa: E402
+from common.core.errors import UserError  # noqa: E402
+from common.data.readers.mvtec import train_samples  # noqa: E402
+from common.data.samples import Sample  # noqa: E402
+from common.data.synthetic import make_class  # noqa: E402
 from efficientad import checkpoint, data, trainer  # noqa: E402
 from efficientad.config import Config  # noqa: E402
 from method_harness import command  # noqa: E402
@@ -157,7 +158,7 @@ def _detector_state(class_dir):
 def test_resume_is_bit_identical(tmp_path, monkeypatch):
     """Interrupted after step 3 (state saved at step 2), resumed: the same weights, statistics and quantiles as an
     uninterrupted run (dropout, shuffling, jitter, penalty images and grayscale draws all continue exactly)."""
-    from common.runtime import configure
+    from common.core.runtime import configure
 
     root = make_data(tmp_path / "data", ("bottle", "carpet"), n_train=6)
     config = Config(**TINY, train_steps=5, save_interval=2, penalty_dir=os.path.join(root, "carpet", "train"))
@@ -270,7 +271,7 @@ def test_converted_set_is_evaluated_by_main(tmp_path, capsys):
     convert.main(args + ["--cls", "bottle", "--data_dir", root, "--output_dir", str(out), "--out_channels", "8",
                          "--width_divisor", "16", "--threads", "2"])
     metrics = command("efficientad", "eval", "--cls", "bottle", "--data_dir", root, "--output_dir", out)["bottle"]
-    assert set(metrics) == {"image_auroc", "pixel_auroc", "au_pro"}
+    assert set(metrics) == {"image_auroc", "pixel_auroc", "au_pro", "image_f1_at_threshold"}
     detector, config, thresholds = checkpoint.load(str(out / "bottle"))
     assert thresholds["held_out"] and config.teacher_weights.endswith("teacher_final.pth")
     x = np.random.default_rng(2).standard_normal((1, 3, 256, 256)).astype(np.float32)
@@ -293,8 +294,8 @@ def test_evaluation_at_original_resolution_equals_plain_statement(tmp_path):
     full size > 127, score = map max; AUROC from sklearn on those scores; AU-PRO on those maps and masks."""
     from sklearn.metrics import roc_auc_score
 
+    from common.data.images import open_mask
     from common.metrics import au_pro
-    from common.mvtec import open_mask
     from efficientad import evaluate
 
     root = make_data(tmp_path / "data", size=80)

@@ -25,7 +25,7 @@ method_dir("EfficientAD-paddle")
 
 import paddle  # noqa: E402
 
-from common.backbones import load_state_dict_strict  # noqa: E402
+from common.networks.backbones import load_state_dict_strict  # noqa: E402
 from efficientad import detector as ed  # noqa: E402
 from efficientad import loss as el  # noqa: E402
 from efficientad import model as em  # noqa: E402
@@ -503,7 +503,7 @@ def test_detector_exports_and_runs_under_onednn(tmp_path):
     """
     from paddle.static import InputSpec
 
-    from common.inference import Predictor, export_static
+    from common.core.inference import Predictor, export_static
 
     paddle.seed(12)
     detector = ed.EfficientADDetector(em.PDNSmall(32, hidden_channels=SMALL_HIDDEN),

@@ -9,19 +9,21 @@ import numpy as np
 import paddle
 import pytest
 
+from common.cli.commands import run as run_command
+from common.core import config as cfg
+from common.core.errors import UserError
+from common.data.readers.mvtec import train_samples
+from common.data.synthetic import make_dataset
+from common.evaluation.thresholds import calibrate, read_thresholds
+from common.training.log import TRAIN_LOG
 from conftest import REPO_ROOT, method_dir
-
-from common import config as cfg
-from common.commands import run as run_command
-from common.errors import UserError
-from common.mvtec import train_samples
-from common.synthetic import make_dataset
-from common.thresholds import read_thresholds
 
 ROOT = method_dir("KDAD-paddle")
 TINY = os.path.join(ROOT, "configs", "tiny.yaml")
 
-from kdad import checkpoint, config as kdad_config, trainer  # noqa: E402
+import kdad  # noqa: E402
+from kdad import checkpoint, trainer  # noqa: E402
+from kdad import config as kdad_config
 from kdad.data import dataset, training_split  # noqa: E402
 from kdad.model import KDADNetwork  # noqa: E402
 
@@ -34,7 +36,7 @@ def small_root(tmp_path_factory):
 
 
 def train(root, out, *extra):
-    return run_command("kdad", "train", ["--cls", "bottle", "--data_dir", root, "--output_dir", str(out),
+    return run_command(kdad, "train", ["--cls", "bottle", "--data_dir", root, "--output_dir", str(out),
                                          "--config", TINY, "--image_size", "32", "--batch_size", "2",
                                          "--threads", "2", *map(str, extra)])
 
@@ -45,7 +47,7 @@ def test_default_yaml_and_port_config_restate_the_official_settings():
     port = cfg.build_config(kdad_config.Config, os.path.join(ROOT, "configs", "config.yaml"))
     assert port == kdad_config.Config()
     c = kdad_config.Config()
-    assert (c.num_epochs, c.total_epochs, c.batch_size, c.lr, c.lamda, c.image_size) == (601, 602, 64, 1e-3, 0.5,
+    assert (c.epochs, c.total_epochs, c.batch_size, c.lr, c.lamda, c.image_size) == (601, 602, 64, 1e-3, 0.5,
                                                                                           128)
 
 
@@ -58,7 +60,7 @@ def test_resume_is_bit_identical_and_eval_writes_both_protocols(small_root, tmp_
     assert full.keys() == split.keys()
     for key in full:
         np.testing.assert_array_equal(np.asarray(full[key]), np.asarray(split[key]), err_msg=key)
-    metrics = run_command("kdad", "eval", ["--cls", "bottle", "--data_dir", small_root, "--output_dir",
+    metrics = run_command(kdad, "eval", ["--cls", "bottle", "--data_dir", small_root, "--output_dir",
                                            str(tmp_path / "full"), "--threads", "2"])["bottle"]
     assert {"image_auroc", "pixel_auroc", "au_pro", "kdad_detection_auroc", "kdad_localization_auroc"} <= set(metrics)
     assert os.path.isfile(tmp_path / "full" / "results" / "KDAD_bottle.json")
@@ -103,7 +105,7 @@ def test_official_cloner_checkpoint_converts_and_evaluates(small_root, tmp_path)
     expected = cloner.state_dict()
     np.testing.assert_array_equal(np.asarray(state["cloner"]["features.1._variance"]),
                                   expected["features.1.running_var"].numpy())
-    network, config, _ = checkpoint.load_model(str(tmp_path / "out" / "bottle"))
+    config = checkpoint.load(str(tmp_path / "out" / "bottle"))[1]
     assert config.image_size == 32 and config.cloner_config == "B"
     with pytest.raises(UserError, match="not an official KDAD cloner"):
         checkpoint.convert_cloner({"bn.weight": np.zeros(3)})
@@ -122,7 +124,8 @@ def test_backbone_weights_file_is_the_expert_of_training_and_evaluation(small_ro
     train(small_root, out, "--backbone_weights", weights)
     state = paddle.load(str(out / "bottle" / checkpoint.CHECKPOINT))
     assert "expert" not in state and state["config"]["backbone_weights"] == str(weights)  # reloaded from the file
-    network, config, _ = checkpoint.load_model(str(out / "bottle"))
+    detector, config, _ = checkpoint.load(str(out / "bottle"))
+    network = detector.network
     saved = paddle.load(str(weights))
     for key, value in network.expert.state_dict().items():
         np.testing.assert_array_equal(value.numpy(), np.asarray(saved[key]), err_msg=key)
@@ -131,19 +134,19 @@ def test_backbone_weights_file_is_the_expert_of_training_and_evaluation(small_ro
     images = dataset(train_samples(small_root, "bottle"), config)
 
     def threshold(net):
-        return trainer.calibrate(checkpoint.make_detector(net, config), images, config, held_out=False)
+        return calibrate(checkpoint.make_detector(net, config), images, config, held_out=False)
 
     np.testing.assert_allclose(threshold(network)["image_threshold"], stored["image_threshold"], rtol=1e-5)
-    swapped, _, _ = checkpoint.load_model(str(out / "bottle"), backbone_weights=str(other))
+    swapped = checkpoint.load(str(out / "bottle"), backbone_weights=str(other))[0].network
     assert abs(threshold(swapped)["image_threshold"] - stored["image_threshold"]) > 1e-3 * abs(
         stored["image_threshold"])
 
 
-def test_calibration_fraction_holds_images_out_for_the_thresholds(tmp_path):
+def test_validation_fraction_holds_images_out_for_the_thresholds(tmp_path):
     root = tmp_path / "data"
     make_dataset(str(root), ("bottle",), size=32, n_train=10, n_test_good=1, n_test_defect=1, seed=0)
     out = tmp_path / "out"
-    train(str(root), out, "--calibration_fraction", 0.1)
+    train(str(root), out, "--validation_fraction", 0.1)
     record = read_thresholds(str(out / "bottle"))
     everything = {s.path for s in train_samples(str(root), "bottle")}
     held = set(record["calibration_images"])
@@ -151,7 +154,7 @@ def test_calibration_fraction_holds_images_out_for_the_thresholds(tmp_path):
     assert record["num_images"] == len(held) == 1 and held < everything
     # the held-out image is not in the training split that the trainer used
     train_split, calibration_split = training_split(
-        dataclasses.replace(kdad_config.Config(), calibration_fraction=0.1), str(root), "bottle")
+        dataclasses.replace(kdad_config.Config(), validation_fraction=0.1), str(root), "bottle")
     assert {s.path for s in calibration_split} == held and not held & {s.path for s in train_split}
     assert len(train_split) == 9
 
@@ -168,7 +171,7 @@ def test_trains_with_two_processes_and_one_writer(tmp_path):
                           str(data), "--output_dir", str(out), "--config", TINY, "--image_size", "32",
                           "--threads", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    with open(out / "bottle" / trainer.TRAIN_LOG, encoding="utf-8") as handle:
+    with open(out / "bottle" / TRAIN_LOG, encoding="utf-8") as handle:
         log = [json.loads(line) for line in handle]
     assert [r["epoch"] for r in log] == [0, 1] and all(np.isfinite(r["loss"]) for r in log)  # one writer
     assert (out / "bottle" / checkpoint.CHECKPOINT).is_file() and (out / "bottle" / "thresholds.json").is_file()

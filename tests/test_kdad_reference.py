@@ -21,20 +21,29 @@ torch = pytest.importorskip("torch")
 cv2 = pytest.importorskip("cv2")
 nn = torch.nn
 
-from conftest import method_dir  # noqa: E402
 from scipy.ndimage import gaussian_filter  # noqa: E402
 from sklearn.metrics import auc, roc_curve  # noqa: E402
+
+from conftest import method_dir  # noqa: E402
 from torch_reference import TorchVGG16, randomise_batchnorm, torch_tapped_features  # noqa: E402
 
 method_dir("KDAD-paddle")
 import paddle  # noqa: E402
 
-from common.backbones import load_state_dict_strict, torch_to_paddle_state_dict  # noqa: E402
+from common.networks.backbones import load_state_dict_strict, torch_to_paddle_state_dict  # noqa: E402
 from kdad.detector import KDADDetector  # noqa: E402
 from kdad.loss import MseDirectionLoss, detection_scores  # noqa: E402
 from kdad.metric import kdad_detection_auroc, kdad_localization_auroc  # noqa: E402
-from kdad.model import (CLONER_ALL_TAPS, CLONER_B_PARAMETERS, EXPERT_ALL_TAPS, Cloner, Expert,  # noqa: E402
-                        KDADNetwork, count_parameters, trainable_parameters)
+from kdad.model import (  # noqa: E402
+    CLONER_ALL_TAPS,
+    CLONER_B_PARAMETERS,
+    EXPERT_ALL_TAPS,
+    Cloner,
+    Expert,
+    KDADNetwork,
+    count_parameters,
+    trainable_parameters,
+)
 
 SIZE = 128
 BATCH = 2

@@ -11,15 +11,23 @@ import numpy as np
 import paddle
 import pytest
 
-from method_harness import (ENTRY_SCRIPTS, METHODS, PACKAGE_MODULES, command, export, folder, infer,
-                            tiny_model_option, train_tiny)
-
-from common import config as cfg
+from common.core import config as cfg
+from method_harness import (
+    ENTRY_SCRIPTS,
+    METHODS,
+    PACKAGE_MODULES,
+    command,
+    export,
+    folder,
+    infer,
+    tiny_model_option,
+    train_tiny,
+)
 
 PACKAGES = sorted(METHODS)
 THRESHOLD_KEYS = {"image_threshold", "pixel_threshold", "image_quantile", "pixel_quantile", "num_images", "held_out",
                   "source", "calibration_images"}
-RESULT_KEYS = {"schema", "method", "class", "metrics", "protocols", "threshold", "config", "notes", "seconds",
+RESULT_KEYS = {"schema", "method", "dataset", "class", "metrics", "protocols", "threshold", "config", "notes", "seconds",
                "created", "python", "machine", "cpu_count", "git_commit", "paddle_version"}
 RECORD_KEYS = {"image", "score", "threshold", "is_anomalous", "pixel_threshold", "defect_fraction", "pictures"}
 
@@ -41,6 +49,63 @@ def test_every_method_folder_has_the_same_layout(package):
         with open(os.path.join(root, script), encoding="utf-8") as handle:
             code = [line for line in handle if line.strip() and not line.startswith(('"""', "#"))]
         assert len(code) <= 6, script
+
+
+# The method contract: every method package has these modules, names and signatures (common/cli/commands.py).
+CONTRACT = {
+    "config": {"Config": None, "DEFAULT_CONFIG": None},
+    "data": {"preprocess": "(config)", "training_split": "(config, data_dir, cls)", "dataset": "(samples, config)",
+             "test_dataset": "(config, data_dir, cls)"},
+    "trainer": {"train": "(config, cls, data_dir, output_dir, resume=None)"},
+    "checkpoint": {"CHECKPOINT": None, "exists": "(class_dir)", "save": "(path, detector, config, meta)",
+                   "load": "(path, backbone_weights=None)"},
+    "evaluate": {"PROTOCOLS": None, "test_metrics": "(detector, config, dataset)"},
+    "detector": {}, "model": {}, "loss": {},
+}
+SUMMARY_KEYS = {"checkpoint", "final_loss", "seconds", "status"}
+
+
+def detector_class(package):
+    """The one ``*Detector`` layer class a method's ``detector`` module defines."""
+    detector_module = module(package, "detector")
+    classes = [c for name, c in vars(detector_module).items() if name.endswith("Detector") and isinstance(c, type)
+               and c.__module__ == detector_module.__name__]
+    assert len(classes) == 1, classes
+    return classes[0]
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_every_method_package_has_the_same_contract(package):
+    """Signatures, not only file names: a fifth method whose save, load, train or metric step drifts fails here."""
+    import inspect
+
+    methods = importlib.import_module(package)
+    for name, members in CONTRACT.items():
+        assert getattr(methods, name) is module(package, name), name  # the entry scripts reach it from the package
+        for member, signature in members.items():
+            value = getattr(module(package, name), member)
+            if signature is not None:
+                assert str(inspect.signature(value)) == signature, f"{package}.{name}.{member}"
+    config = module(package, "config")
+    assert dataclasses.is_dataclass(config.Config) and isinstance(config.Config().method_name, str)
+    assert os.path.isfile(config.DEFAULT_CONFIG)
+    fields = {f.name for f in dataclasses.fields(config.Config)}
+    assert not fields & {"num_epochs", "calibration_fraction"}  # one name per idea: epochs, validation_fraction
+    assert isinstance(module(package, "checkpoint").CHECKPOINT, str)
+    assert isinstance(module(package, "evaluate").PROTOCOLS, dict)
+    detector = detector_class(package)
+    assert issubclass(detector, paddle.nn.Layer) and isinstance(detector.original_resolution, bool)
+    parameters = list(inspect.signature(detector.forward).parameters.values())
+    assert [p.name for p in parameters[:2]] == ["self", "x"]  # images in; anything else optional
+    assert all(p.default is not inspect.Parameter.empty for p in parameters[2:])
+
+
+def test_entry_scripts_import_their_method_package():
+    """A reader follows main.py into the method package (no method looked up by a string)."""
+    for package in PACKAGES:
+        with open(os.path.join(folder(package), "main.py"), encoding="utf-8") as handle:
+            code = handle.read()
+        assert f"import {package}\n" in code and f"main({package})" in code
 
 
 @pytest.mark.parametrize("package", PACKAGES)
@@ -111,6 +176,35 @@ def test_training_writes_a_model_and_thresholds_of_one_schema(trained):
     assert not [name for name in os.listdir(class_dir) if name.startswith(".tmp-")]  # atomic writes left nothing
 
 
+def test_load_save_test_metrics_and_train_return_one_shape(trained, tmp_path, capsys):
+    """Return values of the contract: load -> (the method's detector, its Config, thresholds); save(path, ...) writes
+    a model load reads back to the same outputs; test_metrics -> TestResult over the PROTOCOLS; train -> the shared
+    summary (a finished class found by --resume: status done, nothing retrained)."""
+    from common.evaluation.evaluate import TestResult
+
+    package, data_dir, output_dir = trained
+    checkpoint = module(package, "checkpoint")
+    detector, config, thresholds = checkpoint.load(os.path.join(output_dir, "bottle"))
+    assert isinstance(detector, detector_class(package)) and isinstance(config, module(package, "config").Config)
+    assert isinstance(thresholds, dict) and not detector.training
+    saved = checkpoint.save(str(tmp_path / "copy"), detector, config, {"source": "a copy"})
+    assert os.path.isfile(saved) and checkpoint.exists(str(tmp_path / "copy"))
+    copy, copy_config, _ = checkpoint.load(str(tmp_path / "copy"))
+    assert copy_config == config
+    x = paddle.to_tensor(np.random.default_rng(0).standard_normal((2, 3, config.image_size, config.image_size))
+                         .astype(np.float32))
+    with paddle.no_grad():
+        for ours, theirs in zip(detector(x), copy(x)):
+            np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    result = module(package, "evaluate").test_metrics(detector, config,
+                                                       module(package, "data").test_dataset(config, data_dir, "bottle"))
+    assert isinstance(result, TestResult) and set(result.metrics) <= set(module(package, "evaluate").PROTOCOLS)
+    assert len(result.scores) == len(result.maps) == 10
+    summaries = train_tiny(package, data_dir, output_dir, "--resume")
+    assert set(summaries["bottle"]) == SUMMARY_KEYS and summaries["bottle"]["status"] == "done"
+    assert "left as they are" in capsys.readouterr().out
+
+
 # options making the first logged loss that of one step (12 training images), before any update
 FIRST_RECORD_IS_ONE_STEP = {"rd4ad": ("--batch_size", 16), "kdad": ("--batch_size", 16), "efficientad": ()}
 
@@ -118,11 +212,12 @@ FIRST_RECORD_IS_ONE_STEP = {"rd4ad": ("--batch_size", 16), "kdad": ("--batch_siz
 @pytest.mark.parametrize("package", sorted(FIRST_RECORD_IS_ONE_STEP))
 def test_frozen_networks_in_paddle_inference_give_the_plain_dygraph_losses(package, synthetic_root, tmp_path,
                                                                              monkeypatch):
-    """Training runs the frozen teacher/expert through common.frozen (Paddle Inference, oneDNN) and the trained
-    convolutions on oneDNN (common.training.onednn_convolutions); the plain dygraph path gives the same first-step
+    """Training runs the frozen teacher/expert through common.training.frozen (Paddle Inference, oneDNN) and the trained
+    convolutions on oneDNN (common.training.onednn.onednn_convolutions); the plain dygraph path gives the same first-step
     loss (1e-5 relative; later steps drift apart at float32 rounding as any two float32 computations of a training
     run do), and the default run does use both."""
-    from common import frozen, training
+    from common.training import frozen
+    from common.training import onednn as training
 
     made = []
     original = frozen.FrozenForward.__init__
@@ -139,7 +234,9 @@ def test_frozen_networks_in_paddle_inference_give_the_plain_dygraph_losses(packa
     programs = []
     program_layer = training._program_layer
     monkeypatch.setattr(frozen.FrozenForward, "__init__", recording)
-    monkeypatch.setattr(training, "_program_layer", lambda layer: programs.append(layer) or program_layer(layer))
+    monkeypatch.setattr(training, "_PROGRAMS", {})  # none compiled yet: count what this training compiles
+    monkeypatch.setattr(training, "_program_layer", lambda layer_class, attributes: programs.append(layer_class)
+                        or program_layer(layer_class, attributes))
     train_tiny(package, synthetic_root, str(tmp_path / "fast"), *FIRST_RECORD_IS_ONE_STEP[package])
     trained_convolutions = len(programs)
     monkeypatch.setattr(frozen, "DEFAULT_BACKEND", "dygraph")
@@ -204,11 +301,12 @@ def test_predict_export_infer_agree(trained, tmp_path, capsys):
     assert _read_jsonl(tmp_path / "infer" / "predictions.jsonl") == inferred
 
     # the exported map equals the dygraph map on real (preprocessed) images
-    from common.inference import Predictor
-    from common.mvtec import MVTecDataset, test_samples
+    from common.core.inference import Predictor
+    from common.data.dataset import ImageDataset
+    from common.data.readers.mvtec import test_samples
 
     detector, config, _ = module(package, "checkpoint").load(os.path.join(output_dir, "bottle"))
-    dataset = MVTecDataset(test_samples(data_dir, "bottle"), module(package, "data").preprocess(config))
+    dataset = ImageDataset(test_samples(data_dir, "bottle"), module(package, "data").preprocess(config))
     images = np.stack([dataset[i][0] for i in range(4)])
     with paddle.no_grad():
         maps, scores = (t.numpy() for t in detector(paddle.to_tensor(images)))

@@ -8,9 +8,12 @@ from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
 from common import metrics
-from common.errors import UserError
+from common.core.errors import UserError
+from conftest import method_dir
 from metric_references import mvtec_au_pro, naive_au_pro, rd4ad_pro_loop
 
+method_dir("RD4AD-paddle")
+from rd4ad.metric import rd4ad_pro  # noqa: E402 - RD4AD's own protocol lives in its method folder
 
 
 def random_case(rng, max_images=5, max_side=20):
@@ -145,7 +148,7 @@ def test_rd4ad_pro_matches_rd4ad_loop(seed):
         reference, per_image = rd4ad_pro_loop(masks, maps)
         if None in per_image:  # degenerate images: tested separately
             continue
-        ours = metrics.rd4ad_pro(masks, maps)
+        ours = rd4ad_pro(masks, maps)
         if reference is None:
             assert ours is None
         else:
@@ -163,19 +166,19 @@ def test_rd4ad_pro_matches_loop_with_fewer_thresholds_and_smooth_maps():
     maps = ndimage.gaussian_filter(masks.astype(float) + 0.5 * rng.random(masks.shape), (0, 2, 2))
     for num_thresholds in (200, 37):
         reference, _ = rd4ad_pro_loop(masks, maps, num_thresholds)
-        assert metrics.rd4ad_pro(masks, maps, num_thresholds) == pytest.approx(reference, abs=1e-6)
+        assert rd4ad_pro(masks, maps, num_thresholds) == pytest.approx(reference, abs=1e-6)
 
 
 def test_rd4ad_pro_degenerate_images():
     masks = np.zeros((1, 6, 6), bool)
     masks[0, 2:4, 2:4] = True
     # Perfect map: every kept FPR is 0 (RD4AD divides 0 by 0); we return the largest kept PRO.
-    assert metrics.rd4ad_pro(masks, masks.astype(float)) == pytest.approx(1.0)
-    assert metrics.rd4ad_pro(masks, np.full(masks.shape, 0.3)) == 0.0  # constant map (RD4AD's arange fails)
+    assert rd4ad_pro(masks, masks.astype(float)) == pytest.approx(1.0)
+    assert rd4ad_pro(masks, np.full(masks.shape, 0.3)) == 0.0  # constant map (RD4AD's arange fails)
     # Normal pixels all above the defect: every FPR >= 0.3, nothing kept.
-    assert metrics.rd4ad_pro(masks, 1.0 - masks) == 0.0
-    assert metrics.rd4ad_pro(np.zeros_like(masks), masks.astype(float)) is None  # no anomalous image
-    assert metrics.rd4ad_pro(np.ones_like(masks), masks.astype(float)) is None  # no normal pixel to count FPR
+    assert rd4ad_pro(masks, 1.0 - masks) == 0.0
+    assert rd4ad_pro(np.zeros_like(masks), masks.astype(float)) is None  # no anomalous image
+    assert rd4ad_pro(np.ones_like(masks), masks.astype(float)) is None  # no normal pixel to count FPR
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -195,7 +198,7 @@ def test_bottle_masks_with_realistic_maps(bottle_root):
     assert metrics.au_pro(masks, maps) == pytest.approx(mvtec_au_pro(masks > 127, maps), abs=1e-6)
     anomalous = np.flatnonzero(masks.reshape(len(masks), -1).max(axis=1))[:4]
     reference, _ = rd4ad_pro_loop(masks[anomalous] > 127, maps[anomalous])
-    assert metrics.rd4ad_pro(masks[anomalous], maps[anomalous]) == pytest.approx(reference, abs=1e-6)
+    assert rd4ad_pro(masks[anomalous], maps[anomalous]) == pytest.approx(reference, abs=1e-6)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -239,11 +242,7 @@ def test_calibrate_thresholds():
     assert metrics.calibrate_threshold(np.arange(101), 0.99) == pytest.approx(99.0)
     assert metrics.calibrate_threshold([1.0, 3.0], 0.5) == pytest.approx(2.0)
     maps = np.arange(200, dtype=float).reshape(2, 10, 10)
-    result = metrics.calibrate_thresholds([0.1, 0.2, 0.3], maps, image_quantile=1.0, pixel_quantile=0.5)
-    assert result["image_threshold"] == pytest.approx(0.3)
-    assert result["pixel_threshold"] == pytest.approx(99.5)
-    assert result["num_normal_images"] == 3
-    assert metrics.calibrate_thresholds([0.1, 0.2])["pixel_threshold"] is None
+    assert metrics.calibrate_threshold(maps, 0.5) == pytest.approx(99.5)  # every pixel of every map pooled
     with pytest.raises(UserError):
         metrics.calibrate_threshold([], 0.9)
     with pytest.raises(UserError):
@@ -258,7 +257,7 @@ def test_evaluate_records_why_a_metric_is_missing():
     maps = masks + np.linspace(0, 0.1, 48).reshape(3, 4, 4)
     result = metrics.evaluate([0, 1, 0], maps.max(axis=(1, 2)), masks, maps)
     assert result["image_auroc"] == 1.0 and result["pixel_auroc"] == 1.0
-    assert result["au_pro"] == pytest.approx(1.0) and result["rd4ad_pro"] == pytest.approx(1.0)
+    assert result["au_pro"] == pytest.approx(1.0) and rd4ad_pro(masks, maps) == pytest.approx(1.0)
     assert result["notes"] == {}
     result = metrics.evaluate([0, 0, 0], [0.1, 0.2, 0.3], protocols=("image_auroc", "au_pro"))
     assert result["image_auroc"] is None and result["au_pro"] is None
@@ -270,7 +269,7 @@ def test_evaluate_records_why_a_metric_is_missing():
 # ------------------------------------------------------------------------------------------------------------------
 # Input validation
 # ------------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("function", [metrics.au_pro, metrics.rd4ad_pro, metrics.pixel_auroc])
+@pytest.mark.parametrize("function", [metrics.au_pro, rd4ad_pro, metrics.pixel_auroc])
 def test_map_validation(function):
     masks = np.zeros((3, 4, 4), bool)
     masks[0, 0, 0] = True
@@ -299,4 +298,4 @@ def test_label_and_option_validation():
         with pytest.raises(UserError, match="integration_limit"):
             metrics.au_pro(masks, maps, integration_limit=limit)
     with pytest.raises(UserError, match="num_thresholds"):
-        metrics.rd4ad_pro(masks, maps, num_thresholds=0)
+        rd4ad_pro(masks, maps, num_thresholds=0)

@@ -17,15 +17,18 @@ from conftest import method_dir
 
 method_dir("OrthoAD-paddle")
 
-from common.errors import UserError  # noqa: E402
-from common import mvtec  # noqa: E402
+from common.core.errors import UserError  # noqa: E402
+from common.data.dataset import ImageDataset  # noqa: E402
+from common.data.readers import mvtec  # noqa: E402
 from method_harness import command, train_tiny  # noqa: E402
-from orthoad import data  # noqa: E402
+from orthoad import (
+    data,  # noqa: E402
+    trainer,  # noqa: E402
+)
+from orthoad import evaluate as orthoad_evaluate  # noqa: E402
 from orthoad import metric as om  # noqa: E402
 from orthoad.checkpoint import NpyRows, load, save_array  # noqa: E402
 from orthoad.config import Config  # noqa: E402
-from orthoad import evaluate as orthoad_evaluate  # noqa: E402
-from orthoad import trainer  # noqa: E402
 from orthoad.loss import StreamingGaussian, precision_factor  # noqa: E402
 from orthoad.model import MahalanobisScorer, ProjectedEmbedding, load_projection, make_projection  # noqa: E402
 
@@ -330,7 +333,7 @@ def test_masks_follow_the_official_8_bit_transforms(source, synthetic_root, requ
     samples = _defect_samples(root)
     orthoad = data.preprocess(Config(backbone="resnet18"))
     padim = data.preprocess(Config(method="padim", backbone="resnet18"))
-    from common.mvtec import open_mask
+    from common.data.images import open_mask
 
     for sample in samples:
         mask = open_mask(sample.mask_path)
@@ -338,8 +341,8 @@ def test_masks_follow_the_official_8_bit_transforms(source, synthetic_root, requ
         assert np.array_equal(orthoad.mask(mask), expected), sample.mask_path
         assert np.array_equal(padim.mask(mask), _official_padim_mask(sample.mask_path) > 0.5), sample.mask_path
     image = _official_orthoad_transform(samples[0].path)
-    from common.mvtec import open_image
-    from common.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from common.data.images import open_image
+    from common.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
     np.testing.assert_allclose(orthoad.image(open_image(samples[0].path)),
                                ((image - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1), atol=1e-6)
@@ -373,7 +376,7 @@ def test_same_seed_gives_identical_maps_and_w(fitted, tmp_path):
     maps = []
     for folder in (out, out2):
         detector, config, _ = load(os.path.join(folder, "bottle"))
-        dataset = mvtec.MVTecDataset(mvtec.test_samples(data_dir, "bottle")[:3], data.preprocess(config))
+        dataset = ImageDataset(mvtec.test_samples(data_dir, "bottle")[:3], data.preprocess(config))
         maps.append(orthoad_evaluate.test_maps(detector, config, dataset)[0])
     assert np.array_equal(maps[0], maps[1])
     assert np.array_equal(np.load(os.path.join(out, "bottle", "projection.npy")),

@@ -13,10 +13,11 @@ from conftest import method_dir
 
 method_dir("RD4AD-paddle")
 
-from common.postprocess import MatrixResize  # noqa: E402
+import rd4ad  # noqa: E402
+from common.evaluation.evaluate import evaluate  # noqa: E402
+from common.networks.postprocess import MatrixResize  # noqa: E402
 from method_harness import train_tiny  # noqa: E402
 from rd4ad import checkpoint, data  # noqa: E402
-from rd4ad import evaluate as rd4ad_evaluate  # noqa: E402
 from rd4ad import trainer as rd4ad_trainer  # noqa: E402
 from rd4ad.detector import RD4ADDetector  # noqa: E402
 from rd4ad.loss import distillation_loss  # noqa: E402
@@ -141,7 +142,7 @@ def _numpy_bilinear_align_corners(image, size):
 @pytest.mark.parametrize("in_size,out_size", [(8, 64), (16, 64), (5, 37), (1, 4)])
 def test_map_upsampling_equals_reference_and_paddle_interpolate(in_size, out_size):
     """RD4AD's upsampling (bilinear, align_corners=True, as matrix products) vs a per-pixel reference."""
-    from common.postprocess import upsample
+    from common.networks.postprocess import upsample
 
     maps = np.random.default_rng(in_size).standard_normal((2, 1, in_size, in_size)).astype(np.float32)
     ours = MatrixResize(in_size, out_size, mode="bilinear", align_corners=True)(paddle.to_tensor(maps)).numpy()
@@ -179,7 +180,7 @@ def test_scorer_equals_numpy_scipy_pipeline():
 def trained(synthetic_root, tmp_path_factory):
     """bottle trained for 2 epochs with the tiny config (resnet18, random teacher, 64 px), 10 % held out."""
     output_dir = str(tmp_path_factory.mktemp("rd4ad_output"))
-    train_tiny("rd4ad", synthetic_root, output_dir, "--calibration_fraction", 0.1)
+    train_tiny("rd4ad", synthetic_root, output_dir, "--validation_fraction", 0.1)
     return synthetic_root, output_dir
 
 
@@ -218,7 +219,7 @@ def test_eval_metrics_use_the_official_scoring(trained):
     with paddle.no_grad():
         raw = detector.raw_map(images).numpy()[:, 0].astype(np.float64)
     smoothed = np.stack([ndimage.gaussian_filter(m, sigma=4) for m in raw])
-    metrics = rd4ad_evaluate.evaluate(detector, config, thresholds, "bottle", data_dir, output_dir)
+    metrics = evaluate(rd4ad, detector, config, thresholds, "bottle", data_dir, output_dir)
     assert metrics["pixel_auroc"] == pytest.approx(roc_auc_score(dataset.masks().ravel(), smoothed.ravel()),
                                                    abs=1e-6)
     assert metrics["image_auroc"] == pytest.approx(roc_auc_score(dataset.labels, smoothed.reshape(len(raw), -1)
@@ -229,8 +230,8 @@ def test_resume_continues_exactly(trained, tmp_path):
     """1 epoch, then --resume to 2 epochs, gives the same weights as 2 epochs in one go."""
     data_dir, output_dir = trained
     resumed_dir = str(tmp_path / "resumed")
-    train_tiny("rd4ad", data_dir, resumed_dir, "--calibration_fraction", 0.1, "--epochs", 1)
-    train_tiny("rd4ad", data_dir, resumed_dir, "--calibration_fraction", 0.1, "--epochs", 2, "--resume")
+    train_tiny("rd4ad", data_dir, resumed_dir, "--validation_fraction", 0.1, "--epochs", 1)
+    train_tiny("rd4ad", data_dir, resumed_dir, "--validation_fraction", 0.1, "--epochs", 2, "--resume")
     straight = paddle.load(os.path.join(output_dir, "bottle", "rd4ad.pdparams"))
     resumed = paddle.load(os.path.join(resumed_dir, "bottle", "rd4ad.pdparams"))
     for part in ("bn", "decoder"):
@@ -251,7 +252,7 @@ def _exit_message(capsys, *argv):
 
 def test_resume_with_other_options_is_refused(trained, capsys):
     data_dir, output_dir = trained
-    message = _exit_message(capsys, data_dir, output_dir, "--calibration_fraction", 0.1, "--lr", 0.001, "--resume")
+    message = _exit_message(capsys, data_dir, output_dir, "--validation_fraction", 0.1, "--lr", 0.001, "--resume")
     assert "lr 0.005 -> 0.001" in message
 
 
@@ -265,3 +266,15 @@ def test_nan_loss_stops_with_a_clear_message(trained, tmp_path, capsys, monkeypa
     message = _exit_message(capsys, data_dir, str(tmp_path / "nan"))
     assert "loss is nan at epoch 1, step 1" in message and "lower --lr" in message
     assert not os.path.exists(tmp_path / "nan" / "bottle" / "rd4ad.pdparams")
+
+
+def test_a_checkpoint_saved_with_the_earlier_option_names_still_loads(trained, tmp_path):
+    """Checkpoints written before the options had one name per idea (``calibration_fraction``) load unchanged."""
+    data_dir, output_dir = trained
+    record = paddle.load(os.path.join(output_dir, "bottle", checkpoint.CHECKPOINT))
+    record["config"]["calibration_fraction"] = record["config"].pop("validation_fraction")
+    old = tmp_path / "old" / "bottle"
+    old.mkdir(parents=True)
+    paddle.save(record, str(old / checkpoint.CHECKPOINT))
+    detector, config, _ = checkpoint.load(str(old))
+    assert config == checkpoint.load(os.path.join(output_dir, "bottle"))[1]

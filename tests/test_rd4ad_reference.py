@@ -218,7 +218,9 @@ def _max_error(a, b):
 def converted_wrn50(tmp_path_factory):
     """A random official WRN50 model saved as the official code does, converted with the tool, loaded in Paddle."""
     import convert_rd4ad_checkpoint
-    from rd4ad.checkpoint import load_model
+
+    from common.core.checkpoint import read_checkpoint
+    from rd4ad.checkpoint import load
 
     folder = tmp_path_factory.mktemp("official")
     teacher, ocbe, decoder = build_torch_reference("wide_resnet50_2", seed=1)
@@ -230,7 +232,8 @@ def converted_wrn50(tmp_path_factory):
                                          "--output_dir", str(folder / "output"),
                                          "--teacher", str(folder / "wide_resnet50_2-random.pth"),
                                          "--image_size", "64"])
-    model, config, meta = load_model(dst)
+    detector, config, _ = load(dst)
+    model, meta = detector.model, read_checkpoint(dst, "rd4ad.pdparams", "RD4AD", {"meta"}, "")["meta"]
     return {"torch": (teacher, ocbe, decoder), "paddle": model, "config": config, "meta": meta, "x": x.numpy(),
             "dst": dst}
 
@@ -352,7 +355,7 @@ def test_blocks_train_mode_forward_and_backward_match_torch(kind):
     train mode: outputs, input gradients and parameter gradients to 1e-5 of their largest value."""
     import paddle
 
-    from common.backbones import load_state_dict_strict, torch_to_paddle_state_dict
+    from common.networks.backbones import load_state_dict_strict, torch_to_paddle_state_dict
     from rd4ad import model as rd4ad_model
 
     torch_block, paddle_block = TORCH_BLOCKS[kind], rd4ad_model.BLOCKS[kind]
@@ -415,9 +418,8 @@ def test_anomaly_map_matches_official_computation():
     import paddle
     from scipy.ndimage import gaussian_filter
 
-    from common.postprocess import gaussian_smooth
+    from common.networks.postprocess import GaussianBlur, gaussian_smooth
     from rd4ad.detector import SummedAnomalyMap, image_scores
-    from common.postprocess import GaussianBlur
 
     rng = np.random.default_rng(4)
     shapes = [(2, 16, 32, 32), (2, 32, 16, 16), (2, 64, 8, 8)]

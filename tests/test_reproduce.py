@@ -3,9 +3,8 @@ failing class reported while the others finish, the table at the end with "not r
 import os
 import subprocess
 
+from common.data.synthetic import make_dataset
 from conftest import REPO_ROOT
-
-from common.synthetic import make_dataset
 
 
 def test_two_workers_skip_finished_classes_and_survive_a_failing_one(tmp_path):

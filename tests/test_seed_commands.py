@@ -12,9 +12,8 @@ import shutil
 
 import pytest
 
+from common.data.synthetic import make_dataset
 from method_harness import METHODS, folder, run_script, tiny_config
-
-from common.synthetic import make_dataset
 
 START, END = "<!-- seed-commands -->", "<!-- /seed-commands -->"
 

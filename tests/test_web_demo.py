@@ -9,9 +9,8 @@ import urllib.request
 
 import pytest
 
+from common.data.synthetic import make_class
 from method_harness import export, train_tiny
-
-from common.synthetic import make_class
 
 pytest.importorskip("gradio")
 webdriver = pytest.importorskip("selenium.webdriver")
