@@ -52,7 +52,7 @@ def child_fit(args):
     baseline = _rss_mb()
     start = time.time()
     loader = Loader(dataset(samples, config), config.batch_size)
-    mean, factor, count = fit_statistics(embedder, loader, config.grid ** 2, stats_dtype="auto")
+    mean, factor, count = fit_statistics(embedder, loader, config.positions, stats_dtype="auto")
     seconds = time.time() - start
     report = {"arch": args.arch, "k": args.k, "images": count, "fit_seconds": round(seconds, 1),
               "baseline_rss_mb": round(baseline), "peak_rss_mb": round(_peak_mb()),
@@ -80,7 +80,7 @@ def paddle_fit_s(arch, k, images, batch_size):
     with paddle.no_grad():
         embedder(batches[0][0]).numpy()
     start = time.perf_counter()
-    fit_statistics(embedder, batches, config.grid ** 2, config.eps, config.unbiased, config.stats_dtype)
+    fit_statistics(embedder, batches, config.positions, config.eps, config.unbiased, config.stats_dtype)
     return time.perf_counter() - start
 
 

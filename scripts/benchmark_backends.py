@@ -48,13 +48,13 @@ def orthoad_detector():
     from orthoad.trainer import projection_for
 
     config = Config(backbone="resnet18", backbone_weights="random")
-    positions = config.grid ** 2
+    positions = config.positions
     rng = np.random.default_rng(0)
     mean = rng.standard_normal((positions, config.k)).astype(np.float32)
     factor = np.tile(np.eye(config.k, dtype=np.float32), (positions, 1, 1))
     embedder = checkpoint.build_embedder(config, projection_for(config))
-    scorer = MahalanobisScorer(mean, factor, (config.grid,) * 2)
-    return (OrthoADDetector(embedder, scorer, config.image_size, config.sigma), preprocess(config),
+    scorer = MahalanobisScorer(mean, factor, config.grid)
+    return (OrthoADDetector(embedder, scorer, config.input_shape, config.sigma), preprocess(config),
             "OrthoAD R18 k100 256px")
 
 

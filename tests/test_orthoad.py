@@ -288,10 +288,10 @@ def test_official_split_holds_out_every_tenth_sorted_image():
 def test_method_defaults_follow_each_reference_code():
     ortho = Config()
     assert (ortho.k, ortho.seed, ortho.train_split, ortho.unbiased, ortho.pipeline, ortho.image_size,
-            ortho.mask_threshold, ortho.grid) == (300, 1111, "official", False, "orthoad", 256, 0.5995, 64)
+            ortho.mask_threshold, ortho.grid) == (300, 1111, "official", False, "orthoad", 256, 0.5995, (64, 64))
     padim = Config(method="sample", backbone="resnet18")
     assert (padim.method, padim.k, padim.seed, padim.train_split, padim.unbiased, padim.pipeline, padim.image_size,
-            padim.mask_threshold, padim.grid) == ("padim", 100, 1024, "all", True, "padim", 224, 0.5, 56)
+            padim.mask_threshold, padim.grid) == ("padim", 100, 1024, "all", True, "padim", 224, 0.5, (56, 56))
     assert Config(method="padim").k == 550
     ablation = Config(method="padim", pipeline="orthoad")
     assert (ablation.image_size, ablation.mask_threshold, ablation.unbiased) == (256, 0.5995, True)
@@ -394,3 +394,158 @@ def test_padim_fits_every_image_with_the_unbiased_covariance(synthetic_root, tmp
     results = command("orthoad", "eval", "--cls", "bottle", "--data_dir", synthetic_root, "--output_dir",
                       str(tmp_path), "--method", "sample", "--threads", 2)
     assert os.path.isfile(tmp_path / "results" / "PaDiM_bottle.json") and "orthoad_pro" in results["bottle"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# KolektorSDD / KolektorSDD2 as jnhwkim/orthoad runs them (script/run_kolektor.sh, dataset.py, train.py)
+# ---------------------------------------------------------------------------------------------------------------
+def test_kolektor_configs_follow_run_kolektor_sh():
+    from common.core.config import build_config
+
+    for name, dataset, fold in (("kolektor", "kolektor", 0), ("kolektor2", "kolektor2", None)):
+        config = build_config(Config, os.path.join(method_dir("OrthoAD-paddle"), "configs", f"{name}.yaml"))
+        # run_kolektor.sh: --model resnet18 --k 100; train.py defaults: --scale half, --batch-size 2, --approx
+        # ortho, seed 1111, eps 1e-2; dataset.py: every defect-free train image, 704 x 256 (H x W)
+        assert (config.dataset, config.fold, config.method, config.backbone, config.k, config.seed, config.eps,
+                config.batch_size, config.pipeline, config.train_split, config.unbiased) == \
+            (dataset, fold, "ortho", "resnet18", 100, 1111, 0.01, 2, "kolektor", "all", False)
+        assert config.input_shape == (704, 256) and config.grid == (176, 64) and config.image_size is None
+    # the dataset alone selects the official KolektorSDD class's pipeline; other sizes by the official names
+    plain = Config(dataset="kolektor", fold=1)
+    assert (plain.pipeline, plain.scale, plain.input_shape, plain.train_split) == ("kolektor", "half", (704, 256),
+                                                                                   "all")
+    assert Config(dataset="kolektor2", scale="1408x512").input_shape == (1408, 512)
+    assert Config(dataset="kolektor2", scale="352x128").grid == (88, 32)
+    for bad in ({"dataset": "kolektor", "image_size": 64}, {"scale": "704x256"}, {"dataset": "kolektor", "scale": "big"},
+                {"dataset": "kolektor", "scale": "700x256"}):
+        with pytest.raises(UserError):
+            Config(**bad)
+
+
+def _official_kolektor_item(image_path, mask_path, grayscale, size=(704, 256)):
+    """jnhwkim/orthoad KolektorSDD(2): Image.open (KSDD: convert('L')), T.Resize((h, w)) = PIL bilinear,
+    ToTensor, KSDD: stacked to 3 channels, Normalize(ImageNet); the mask resized the same way (convert('L')), its
+    float values stored in a LongTensor (truncated) and ``> 0``."""
+    from PIL import Image
+
+    from common.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    image = Image.open(image_path)
+    image = image.convert("L") if grayscale else image
+    x = np.asarray(image.resize(size[::-1], Image.BILINEAR), dtype=np.float32) / 255.0
+    x = np.stack([x] * 3) if grayscale else x.transpose(2, 0, 1)
+    x = (x - IMAGENET_MEAN[:, None, None]) / IMAGENET_STD[:, None, None]
+    label = np.asarray(Image.open(mask_path).convert("L").resize(size[::-1], Image.BILINEAR), dtype=np.float32)
+    return x, (label / 255.0).astype(np.int64) > 0, label
+
+
+@pytest.fixture(scope="module")
+def kolektor_layouts(tmp_path_factory):
+    from common.data import synthetic_layouts
+
+    root = tmp_path_factory.mktemp("kolektor_layouts")
+    for layout in ("kolektor", "kolektor2"):
+        synthetic_layouts.write_layout(layout, str(root / layout), seed=3)
+    return root
+
+
+@pytest.mark.parametrize("layout", ["kolektor", "kolektor2"])
+def test_kolektor_pipeline_equals_the_official_dataset_transform(layout, kolektor_layouts):
+    from common.data.readers import test_samples
+
+    config = Config(dataset=layout, fold=0 if layout == "kolektor" else None, backbone="resnet18")
+    samples = [s for s in test_samples(layout, str(kolektor_layouts / layout), layout, config.fold) if s.mask_paths]
+    items = data.dataset(samples, config)
+    checked_edges = 0
+    for i, sample in enumerate(samples):
+        image, mask = items[i][:2]
+        x, expected_mask, label = _official_kolektor_item(sample.path, sample.mask_paths[0], layout == "kolektor")
+        assert image.shape == (3, 704, 256) and mask.shape == (1, 704, 256)
+        np.testing.assert_allclose(image, x, atol=1e-5)
+        assert np.array_equal(mask[0] > 0, expected_mask), sample.path
+        # the truncation keeps only the 255 pixels: the edges a 0.5 threshold would add are left out
+        checked_edges += int(((label > 127) & ~expected_mask).sum())
+    assert checked_edges > 0
+
+
+@pytest.fixture(scope="module")
+def kolektor_fitted(kolektor_layouts, tmp_path_factory):
+    """configs/kolektor.yaml at its official 704 x 256 input, with random ResNet-18 weights and k 8 for speed."""
+    out = tmp_path_factory.mktemp("kolektor_out")
+    data_dir = kolektor_layouts / "kolektor"
+    command("orthoad", "train", "--config", os.path.join(method_dir("OrthoAD-paddle"), "configs", "kolektor.yaml"),
+            "--fold", 1, "--cls", "kolektor", "--data_dir", data_dir, "--output_dir", out,
+            "--backbone_weights", "random", "--k", 8, "--threads", 2)
+    # eval reads the dataset, fold and input size of the fitted model
+    command("orthoad", "eval", "--cls", "kolektor", "--data_dir", data_dir, "--output_dir", out, "--threads", 2)
+    return data_dir, out
+
+
+def test_kolektor_run_uses_704x256_and_reports_the_official_seg_and_det_auroc(kolektor_fitted):
+    import json
+
+    from common.data.readers import test_samples
+
+    data_dir, out = kolektor_fitted
+    with open(os.path.join(out, "results", "OrthoAD_kolektor_kolektor.json"), encoding="utf-8") as handle:
+        record = json.load(handle)
+    assert (record["dataset"], record["config"]["fold"], record["config"]["scale"]) == ("kolektor", 1, "half")
+    assert {"image_auroc", "pixel_auroc", "au_pro", "orthoad_pixel_roc", "orthoad_image_roc"} <= set(record["metrics"])
+    assert "SEG AUROC" in record["protocols"]["orthoad_pixel_roc"]
+    assert "DET AUROC" in record["protocols"]["orthoad_image_roc"]
+
+    detector, config, _ = load(os.path.join(out, "kolektor"))
+    samples = test_samples("kolektor", str(data_dir), "kolektor", 1)
+    dataset = data.dataset(samples, config)
+    maps, scores = orthoad_evaluate.test_maps(detector, config, dataset)
+    assert maps.shape == (len(samples), 704, 256)                      # non-square maps at the official size
+    masks = dataset.masks()
+    # SEG / DET AUROC of the run against the literal re-statement of metric.py on the same maps
+    assert abs(record["metrics"]["orthoad_pixel_roc"] - _literal_official(maps, masks, 1.0, "tpr")) < 1e-6
+    labels = dataset.labels
+    points = {}
+    for t in sorted(scores, reverse=True):
+        points[np.mean(scores[labels == 0] > t)] = np.mean(scores[labels == 1] > t)
+    xs = sorted(points)
+    ys = [points[x] for x in xs]
+    det = xs[0] * ys[0] / 2 + sum((xs[i] - xs[i - 1]) * (ys[i] + ys[i - 1]) / 2 for i in range(1, len(xs) - 1))
+    det += (1.0 - xs[-2]) * ((ys[-1] + ys[-2]) / 2 + ys[-2]) / 2
+    assert abs(record["metrics"]["orthoad_image_roc"] - det) < 1e-9
+
+
+def test_kolektor_export_and_infer_keep_the_non_square_input(kolektor_fitted, tmp_path):
+    import json
+
+    from PIL import Image
+
+    from method_harness import export, infer
+
+    data_dir, out = kolektor_fitted
+    export("orthoad", "--cls", "kolektor", "--output_dir", out)
+    folder = os.path.join(out, "kolektor", "inference")
+    with open(os.path.join(folder, "infer_config.json"), encoding="utf-8") as handle:
+        info = json.load(handle)
+    assert info["preprocess"]["resize"] == [704, 256] and info["preprocess"]["grayscale"] is True
+    image = os.path.join(data_dir, "kos01", "Part1.jpg")
+    infer("--model_dir", folder, "--input", image, "--output_dir", tmp_path)
+    assert Image.open(tmp_path / "Part1_heatmap.png").size == (256, 704)
+    detector, config, _ = load(os.path.join(out, "kolektor"))
+    with open(tmp_path / "predictions.jsonl", encoding="utf-8") as handle:
+        predicted = json.loads(handle.readline())["score"]
+    from common.data.samples import Sample
+
+    x = data.dataset([Sample(image, 0, "good")], config)[0][0]
+    assert abs(predicted - float(detector(paddle.to_tensor(x[None]))[1].numpy()[0])) < 1e-4 * abs(predicted)
+
+
+def test_kolektor2_run_uses_704x256(kolektor_layouts, tmp_path):
+    data_dir = kolektor_layouts / "kolektor2"
+    command("orthoad", "train", "--config", os.path.join(method_dir("OrthoAD-paddle"), "configs", "kolektor2.yaml"),
+            "--cls", "kolektor2", "--data_dir", data_dir, "--output_dir", tmp_path, "--backbone_weights", "random",
+            "--k", 8, "--threads", 2)
+    results = command("orthoad", "eval", "--cls", "kolektor2", "--data_dir", data_dir, "--output_dir", tmp_path,
+                      "--threads", 2)
+    assert list(results) == ["kolektor2"]
+    detector, config, _ = load(os.path.join(tmp_path, "kolektor2"))
+    amap, _ = detector(paddle.zeros([1, 3, *config.input_shape]))
+    assert tuple(amap.shape) == (1, 1, 704, 256) and config.fold is None

@@ -96,7 +96,7 @@ def exists(class_dir):
 def build_embedder(config, projection, backbone_weights=None):
     """Backbone + projection; random backbone weights are drawn from the seed so fit and eval share them."""
     paddle.seed(config.seed)
-    return ProjectedEmbedding(config.backbone, projection, config.image_size,
+    return ProjectedEmbedding(config.backbone, projection, config.input_shape,
                               weights=backbone_weights or config.backbone_weights)
 
 
@@ -132,8 +132,8 @@ def build_detector(config, projection, mean, factor, backbone_weights=None):
     """The detector of a fitted model: W, the mean (P, k) and the precision factor (P, k, k; a NumPy array, used
     without a copy, or :class:`NpyRows` read in chunks)."""
     embedder = build_embedder(config, projection, backbone_weights)
-    scorer = MahalanobisScorer(mean, factor, (config.grid,) * 2)
-    detector = OrthoADDetector(embedder, scorer, config.image_size, config.sigma)
+    scorer = MahalanobisScorer(mean, factor, config.grid)
+    detector = OrthoADDetector(embedder, scorer, config.input_shape, config.sigma)
     detector.eval()
     return detector
 

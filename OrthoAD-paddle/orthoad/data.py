@@ -6,6 +6,11 @@
 - ``padim`` (xiahaifeng1995 main.py): PIL Lanczos (ANTIALIAS) Resize(256) + CenterCrop(224); masks Resize(256,
   NEAREST) + CenterCrop(224).
 - ``simple``: square resize to ``image_size`` only, masks bilinear > 0.5 (an ablation).
+- ``kolektor`` (jnhwkim/orthoad dataset.py, ``KolektorSDD`` / ``KolektorSDD2``): PIL bilinear resize straight to
+  ``--scale`` (H x W, default 704 x 256; ``T.Resize((h, w))``), no crop, ImageNet normalisation. KolektorSDD is
+  read as 8-bit grayscale and stacked to three channels (``convert('L')``); KolektorSDD2 as RGB.
+  The mask is resized the same way and stored as an integer, so only pixels whose resized 8-bit value is 255 stay
+  defective (``mask_threshold`` 254.5 / 255).
 """
 from common.core.errors import UserError
 from common.data.dataset import ImageDataset
@@ -14,6 +19,9 @@ from common.data.transforms import Preprocess
 
 
 def preprocess(config):
+    if config.pipeline == "kolektor":
+        return Preprocess(resize=config.input_shape, mask_threshold=config.mask_threshold,
+                          grayscale=config.dataset == "kolektor")
     size = int(config.image_size)
     if config.pipeline == "orthoad":
         return Preprocess(resize=size, crop=size, pre_resize=round(size * 1.25), keep_aspect=True,

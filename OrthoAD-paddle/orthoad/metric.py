@@ -16,6 +16,11 @@ pixel AUROC:
 
 Named protocols: ``orthoad_pro`` (PRO, at_fpr 0.3), ``orthoad_pixel_roc`` (TPR, at_fpr 1.0), ``orthoad_image_roc``
 (image max scores, at_fpr 1.0).
+
+KolektorSDD / KolektorSDD2 (script/run_kolektor.sh: ``--metric auroc --fpr 1.0``, ``--nSamples`` 1000) report
+exactly two of them: "SEG AUROC" = ``orthoad_pixel_roc`` (the number of the README's Kolektor table) and
+"DET AUROC" = ``orthoad_image_roc`` (train.py passes the map maxima as (N, 1, 1) maps, for which every score is a
+threshold). Both are computed on the 704 x 256 maps and masks.
 """
 import numpy as np
 from scipy import ndimage
@@ -27,9 +32,10 @@ PROTOCOLS = {
     "orthoad_pro": "official OrthoAD metric.py: per-image PRO averaged over defective images vs per-image FPR "
                    "averaged over images, 1000 thresholds from the top-scoring map, FPR-keyed 'slope' area to 0.3",
     "orthoad_pixel_roc": "official OrthoAD metric.py: per-image TPR vs per-image FPR (each averaged over images), "
-                         "1000 thresholds from the top-scoring map, FPR-keyed 'slope' area to 1.0",
+                         "1000 thresholds from the top-scoring map, FPR-keyed 'slope' area to 1.0 (the paper's "
+                         "MVTec 'ROC' and Kolektor 'SEG AUROC')",
     "orthoad_image_roc": "official OrthoAD metric.py: image max scores, every score a threshold, FPR-keyed "
-                         "'slope' area to 1.0",
+                         "'slope' area to 1.0 (the official Kolektor 'DET AUROC')",
 }
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 

@@ -95,18 +95,21 @@ def _constant(array, dtype="float32"):
 
 
 class ProjectedEmbedding(paddle.nn.Layer):
-    """Backbone features reduced to k channels on the layer1 grid: (N, 3, S, S) -> (N, k, S/4, S/4)."""
+    """Backbone features reduced to k channels on the layer1 grid: (N, 3, H, W) -> (N, k, H/4, W/4).
+
+    ``image_size`` is a side (square input) or (height, width)."""
 
     def __init__(self, arch, projection, image_size, weights="imagenet"):
         super().__init__()
         self.backbone = ResNetFeatures(arch, layers=LAYERS, weights=weights)
         self.channels = list(self.backbone.channels)
-        if image_size % STRIDES[-1]:
-            raise ValueError(f"image size must be a multiple of {STRIDES[-1]}, got {image_size}")
-        self.image_size = image_size
-        self.grid = image_size // STRIDES[0]
+        height, width = (image_size, image_size) if np.isscalar(image_size) else image_size
+        if height % STRIDES[-1] or width % STRIDES[-1]:
+            raise ValueError(f"image size must be a multiple of {STRIDES[-1]}, got {height}x{width}")
+        self.input_shape = (int(height), int(width))
+        self.grid = (self.input_shape[0] // STRIDES[0], self.input_shape[1] // STRIDES[0])
         self.upsamplers = paddle.nn.LayerList(
-            [MatrixResize(image_size // s, self.grid, "nearest") for s in STRIDES[1:]])
+            [MatrixResize((height // s, width // s), self.grid, "nearest") for s in STRIDES[1:]])
         projection = np.asarray(projection, dtype=np.float32)
         if projection.shape[0] != sum(self.channels):
             raise ValueError(f"projection has {projection.shape[0]} rows, the {arch} embedding "

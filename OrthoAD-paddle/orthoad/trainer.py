@@ -37,7 +37,7 @@ def projection_for(config):
 
 def embedding_forward(embedder):
     """The frozen ``embedder`` as a Paddle Inference predictor with oneDNN (dygraph on a GPU)."""
-    return FrozenForward(embedder, (3, embedder.image_size, embedder.image_size))
+    return FrozenForward(embedder, (3, *embedder.input_shape))
 
 
 MERGE_IMAGES = 32  # features of this many images are merged into the statistics at once (157 MB for WRN50 k=300)
@@ -100,10 +100,10 @@ def train(config, cls, data_dir, output_dir, resume=None):
     embedder = checkpoint.build_embedder(config, projection)
     loader = Loader(dataset(fit_samples, config), config.batch_size, num_workers=config.num_workers)
     forward = embedding_forward(embedder)  # for the fit and the calibration
-    mean, factor, count = fit_statistics(embedder, loader, config.grid ** 2, config.eps, config.unbiased,
+    mean, factor, count = fit_statistics(embedder, loader, config.positions, config.eps, config.unbiased,
                                          config.stats_dtype, desc=f"[{cls}] fit", forward=forward)
     # the detector takes the fitted factor without a copy (1.5 GB for WRN50 k=300)
-    detector = OrthoADDetector(embedder, MahalanobisScorer(mean, factor, (config.grid,) * 2), config.image_size,
+    detector = OrthoADDetector(embedder, MahalanobisScorer(mean, factor, config.grid), config.input_shape,
                                config.sigma)
     del factor
     detector.eval()

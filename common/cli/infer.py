@@ -94,8 +94,7 @@ def run(argv=None):
     verify_files(folder, info.get("files"), backend_files(folder, args.backend))
     predictor = make_runner(folder, args.backend, resolve_device(args.device), args.threads, use_mkldnn)
     preprocess = Preprocess(**info["preprocess"])
-    size = preprocess.output_size
-    timer = BenchmarkTimer(info.get("method", "model"), args.batch_size, [3, size, size], predictor) \
+    timer = BenchmarkTimer(info.get("method", "model"), args.batch_size, [3, *preprocess.output_shape], predictor) \
         if args.benchmark else None
     out_dir = args.output_dir or os.path.join(os.path.dirname(os.path.abspath(folder)), "infer")
     records = predict_images(source, lambda x: map_and_score(predictor.run(x)), preprocess, image_threshold,

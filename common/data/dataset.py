@@ -70,8 +70,8 @@ class ImageDataset:
         return has_masks(self.samples)
 
     def masks(self):
-        """All masks as a bool array (N, S, S) (zeros for good images)."""
-        out = np.zeros((len(self),) + (self.preprocess.output_size,) * 2, dtype=bool)
+        """All masks as a bool array (N, H, W) (zeros for good images)."""
+        out = np.zeros((len(self),) + tuple(self.preprocess.output_shape), dtype=bool)
         for i, sample in enumerate(self.samples):
             if sample.mask_paths:
                 out[i] = self.preprocess.mask(open_sample_mask(sample, image_size(sample.path)))

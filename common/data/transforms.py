@@ -32,8 +32,9 @@ class Preprocess:
     """How one method turns a file into a network input and a ground-truth mask.
 
     Steps, in order: optional ``pre_resize`` (shorter side, PIL bilinear, as the official OrthoAD cache),
-    resize to ``resize`` (square; or shorter side when ``keep_aspect``), optional centre ``crop``, scaling to
-    [0, 1], optional ImageNet normalisation. The output size is ``crop or resize``.
+    resize to ``resize`` (square; or shorter side when ``keep_aspect``; or exactly (height, width) when ``resize``
+    is a pair, as torchvision's ``Resize((h, w))``), optional centre ``crop``, scaling to [0, 1], optional ImageNet
+    normalisation. The output is ``output_shape`` (height, width); ``output_size`` is its side when square.
     """
 
     resize: int = 256
@@ -45,23 +46,40 @@ class Preprocess:
     normalize: bool = True
     mask_interpolation: str = "bilinear"
     mask_threshold: float = 0.5
+    grayscale: bool = False  # read as 8-bit grayscale, stacked to three channels (OrthoAD's KolektorSDD)
 
     def __post_init__(self):
+        if not np.isscalar(self.resize):
+            # a (height, width) pair (a list after a JSON round trip); frozen, hence object.__setattr__
+            if len(self.resize) != 2 or self.crop or self.keep_aspect:
+                raise UserError(f"resize must be one size or a (height, width) pair without crop or keep_aspect, "
+                                f"got {self.resize}")
+            object.__setattr__(self, "resize", (int(self.resize[0]), int(self.resize[1])))
         if self.interpolation not in _PIL_FILTERS or self.mask_interpolation not in _PIL_FILTERS:
             raise UserError(f"interpolation must be one of {sorted(_PIL_FILTERS)}")
         if self.backend not in ("pil", "cv2"):
             raise UserError(f"resize backend must be 'pil' or 'cv2', got '{self.backend}'")
 
     @property
+    def output_shape(self):
+        """(height, width) of the network input and of the masks."""
+        if self.crop or np.isscalar(self.resize):
+            side = int(self.crop or self.resize)
+            return side, side
+        return tuple(self.resize)
+
+    @property
     def output_size(self):
-        return int(self.crop or self.resize)
+        """The side of a square output; the (height, width) pair otherwise."""
+        height, width = self.output_shape
+        return height if height == width else (height, width)
 
     def to_dict(self):
         return asdict(self)
 
     # -- images -------------------------------------------------------------------------------------------
     def image(self, pil_image):
-        """RGB PIL image -> float32 array (3, S, S), normalised if configured."""
+        """RGB PIL image -> float32 array (3, H, W), normalised if configured."""
         array = self.resize_image(pil_image)
         array = array.astype(np.float32) / 255.0
         if self.normalize:
@@ -69,7 +87,9 @@ class Preprocess:
         return np.ascontiguousarray(array.transpose(2, 0, 1))
 
     def resize_image(self, pil_image):
-        """RGB PIL image -> uint8 array (S, S, 3) after pre-resize, resize and crop (for pictures too)."""
+        """RGB PIL image -> uint8 array (H, W, 3) after pre-resize, resize and crop (for pictures too)."""
+        if self.grayscale:
+            pil_image = pil_image.convert("L").convert("RGB")
         if self.pre_resize:
             pil_image = _resize_pil(pil_image, self.pre_resize, True, Image.BILINEAR)
         if self.backend == "pil":
@@ -82,7 +102,7 @@ class Preprocess:
 
     # -- masks --------------------------------------------------------------------------------------------
     def mask(self, pil_mask):
-        """Grayscale PIL mask -> bool array (S, S): resized and cropped as an 8-bit image, then
+        """Grayscale PIL mask -> bool array (H, W): resized and cropped as an 8-bit image, then
         ``value / 255 > mask_threshold``.
 
         Both official codes resize the mask as an 8-bit PIL image (torchvision transforms on the PIL mask) and only
@@ -97,12 +117,14 @@ class Preprocess:
         return _center_crop(resized, self.crop).astype(np.float32) / 255.0 > self.mask_threshold
 
     def empty_mask(self):
-        size = self.output_size
-        return np.zeros((size, size), dtype=bool)
+        return np.zeros(self.output_shape, dtype=bool)
 
 
 def _target_size(width, height, size, keep_aspect):
-    """(width, height) for a resize to ``size``: square, or shorter side = size as torchvision's Resize(int)."""
+    """(width, height) for a resize to ``size``: square, shorter side = size as torchvision's Resize(int), or
+    exactly ``size`` = (height, width)."""
+    if not np.isscalar(size):
+        return int(size[1]), int(size[0])
     if not keep_aspect:
         return size, size
     if width <= height:

@@ -37,8 +37,8 @@ def export_detector(detector, preprocess, info, inference_dir, check=True, toler
     from .backends import ONNX_FILE, export_onnx
     from .folder import file_digests
 
-    size = preprocess.output_size
-    spec = [paddle.static.InputSpec([None, 3, size, size], "float32", name=INPUT_NAME)]
+    height, width = preprocess.output_shape
+    spec = [paddle.static.InputSpec([None, 3, height, width], "float32", name=INPUT_NAME)]
     use_mkldnn = True  # every method's graph runs with oneDNN (older exports may record False: infer.py honours it)
     differences = None
     # the folder is written and checked aside, then takes the place of an earlier export in one step: a failed
@@ -50,7 +50,7 @@ def export_detector(detector, preprocess, info, inference_dir, check=True, toler
         files = [os.path.basename(p) for p in find_model_files(folder)] + [ONNX_FILE]
         save_infer_config(folder, dict(info, preprocess=preprocess.to_dict(), use_mkldnn=use_mkldnn,
                                        original_resolution=bool(detector.original_resolution),
-                                       inputs=[f"{INPUT_NAME}: preprocessed images (N,3,{size},{size})"],
+                                       inputs=[f"{INPUT_NAME}: preprocessed images (N,3,{height},{width})"],
                                        outputs=["anomaly_map (N,1,S,S)", "score (N,)"],
                                        files=file_digests(folder, files)))
         if check:
@@ -69,7 +69,7 @@ def _check(detector, folder, preprocess, formats, tolerance, inference_dir):
 
     from .backends import OnnxRuntimeRunner
 
-    x = random_input(preprocess.output_size, preprocess.normalize)
+    x = random_input(preprocess.output_shape, preprocess.normalize)
     detector.eval()
     expected = [t.numpy() for t in detector(paddle.to_tensor(x))]
     noise = 1e-6 * np.random.default_rng(1).standard_normal(x.shape).astype(np.float32)
@@ -88,9 +88,11 @@ def _check(detector, folder, preprocess, formats, tolerance, inference_dir):
 
 
 def random_input(size, normalized=True, batch=2, seed=0):
-    """A random batch in the range the detector sees: normalised images, or [0, 1] ones."""
+    """A random batch in the range the detector sees: normalised images, or [0, 1] ones; ``size`` is a side or a
+    (height, width) pair."""
     rng = np.random.default_rng(seed)
-    shape = (batch, 3, size, size)
+    height, width = (size, size) if np.isscalar(size) else size
+    shape = (batch, 3, height, width)
     return (rng.standard_normal(shape) if normalized else rng.random(shape)).astype(np.float32)
 
 
