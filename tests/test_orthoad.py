@@ -549,3 +549,34 @@ def test_kolektor2_run_uses_704x256(kolektor_layouts, tmp_path):
     detector, config, _ = load(os.path.join(tmp_path, "kolektor2"))
     amap, _ = detector(paddle.zeros([1, 3, *config.input_shape]))
     assert tuple(amap.shape) == (1, 1, 704, 256) and config.fold is None
+
+
+def test_kolektor_labels_follow_the_resized_masks(kolektor_layouts, tmp_path):
+    """dataset.py labels and selects training images by the resized, truncated mask: a defect that vanishes at
+    704 x 256 makes a defect-free image (fitted when in the train split)."""
+    import shutil
+
+    from PIL import Image
+
+    root = tmp_path / "kolektor2"
+    shutil.copytree(kolektor_layouts / "kolektor2", root)
+    rng = np.random.default_rng(0)
+    for split, stem in (("train", "10000"), ("test", "20000")):   # defective in the synthetic layout
+        image = Image.fromarray(rng.integers(0, 255, (1408, 512, 3), dtype=np.uint8))
+        mask = np.zeros((1408, 512), dtype=np.uint8)
+        mask[700, 300] = 255                                       # one pixel: gone after halving
+        image.save(root / split / f"{stem}.png")
+        Image.fromarray(mask).save(root / split / f"{stem}_GT.png")
+        _, official_mask, _ = _official_kolektor_item(root / split / f"{stem}.png", root / split / f"{stem}_GT.png",
+                                                      False)
+        assert not official_mask.any()                             # the official code sees no defect
+    official = Config(dataset="kolektor2", backbone="resnet18")
+    by_file = Config(dataset="kolektor2", backbone="resnet18", resized_labels=False)
+    fit, _ = data.training_split(official, str(root), "kolektor2")
+    assert str(root / "train" / "10000.png") in [s.path for s in fit]
+    fit, _ = data.training_split(by_file, str(root), "kolektor2")
+    assert str(root / "train" / "10000.png") not in [s.path for s in fit]
+    for config, label in ((official, 0), (by_file, 1)):
+        test = data.test_dataset(config, str(root), "kolektor2")
+        assert test.labels[[s.path for s in test.samples].index(str(root / "test" / "20000.png"))] == label
+        assert test.labels.sum() == (1 if label == 0 else 2)      # the other defect survives the resize

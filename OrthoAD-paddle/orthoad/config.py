@@ -9,7 +9,8 @@ chosen method's value; ``--pipeline orthoad`` runs PaDiM on the OrthoAD pipeline
 ``--dataset kolektor`` / ``kolektor2`` take the official ``KolektorSDD`` / ``KolektorSDD2`` classes of
 jnhwkim/orthoad (dataset.py) as their defaults: the ``kolektor`` pipeline (a plain resize to ``--scale`` = H x W,
 ``half`` = 704 x 256, masks kept where the resized mask is 255) and every defect-free training image fitted
-(``train_split all``; the official code holds nothing out for Kolektor). The official run_kolektor.sh adds
+(``train_split all``; the official code holds nothing out for Kolektor), images labelled by their resized masks
+(``resized_labels``). The official run_kolektor.sh adds
 ``--model resnet18 --k 100``: configs/kolektor.yaml and kolektor2.yaml.
 """
 import os
@@ -70,6 +71,10 @@ class Config(DataOptions):
                                      "official KolektorSDD resize to --scale, masks where 255 (default: kolektor for "
                                      "--dataset kolektor/kolektor2, else the method's own)", model=True,
                                      choices=PIPELINES)
+    resized_labels: Optional[bool] = option(None, "kolektor pipeline: label the images, and pick the defect-free "
+                                            "training ones, by the mask resized to --scale as the official code "
+                                            "does (a defect with no 255 pixel left counts as defect-free); false: "
+                                            "by the mask file (default: true for the kolektor pipeline)")
     scale: Optional[str] = option(None, "input height x width of the kolektor pipeline: half (= 704x256, the "
                                   "official default), 1408x512 or any HxW (multiples of 16)", model=True)
     mask_threshold: Optional[float] = option(None, "mask binarisation threshold (default: the pipeline's)")
@@ -94,6 +99,10 @@ class Config(DataOptions):
                 self.train_split = "all"
         if self.pipeline == "kolektor" and self.scale is None:
             self.scale = "half"
+        if self.resized_labels is None:
+            self.resized_labels = self.pipeline == "kolektor"
+        elif self.resized_labels and self.pipeline != "kolektor":
+            raise UserError("--resized_labels applies to the kolektor pipeline only")
         if self.scale is not None and self.pipeline != "kolektor":
             raise UserError(f"--scale {self.scale} is the kolektor pipeline's input size; --pipeline is "
                             f"{self.pipeline or METHOD_DEFAULTS[self.method]['pipeline']} (use --image_size)")

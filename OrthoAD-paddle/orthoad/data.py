@@ -10,11 +10,16 @@
   ``--scale`` (H x W, default 704 x 256; ``T.Resize((h, w))``), no crop, ImageNet normalisation. KolektorSDD is
   read as 8-bit grayscale and stacked to three channels (``convert('L')``); KolektorSDD2 as RGB.
   The mask is resized the same way and stored as an integer, so only pixels whose resized 8-bit value is 255 stay
-  defective (``mask_threshold`` 254.5 / 255).
+  defective (``mask_threshold`` 254.5 / 255). The official classes also label each image by that resized mask, and
+  train on the train images whose resized mask is empty: an image whose thin defect vanishes at 704 x 256 is
+  defect-free there, and may be fitted (``resized_labels``, on by default; benchmarks-spec pitfall P9).
 """
 from common.core.errors import UserError
 from common.data.dataset import ImageDataset
+from common.data.images import image_size
 from common.data.readers import test_samples, train_samples, validation_samples
+from common.data.readers.kolektor import LABELLED_TRAIN
+from common.data.samples import GOOD, Sample, open_sample_mask
 from common.data.transforms import Preprocess
 
 
@@ -42,11 +47,40 @@ def official_split(samples):
     return fit, held_out
 
 
+def resized_labels(samples, config):
+    """``samples`` labelled as the official KolektorSDD classes label them: defective only when the mask resized
+    to the input size keeps a defect pixel. Returns ``(samples, names of the images that became defect-free)``."""
+    transform = preprocess(config)
+    labelled, vanished = [], []
+    for sample in samples:
+        if sample.label and sample.mask_paths and \
+                not transform.mask(open_sample_mask(sample, image_size(sample.path))).any():
+            sample = Sample(sample.path, 0, GOOD, name=sample.name)  # its resized mask is empty
+            vanished.append(sample.name)
+        labelled.append(sample)
+    if vanished:
+        height, width = config.input_shape
+        print(f"{len(vanished)} image(s) whose defect vanishes at {height}x{width} count as defect-free, as in the "
+              f"official code (--resized_labels false: by the mask files): {', '.join(vanished[:5])}"
+              + (" ..." if len(vanished) > 5 else ""))
+    return labelled, vanished
+
+
+def _train_samples(config, data_dir, cls):
+    if config.resized_labels and config.dataset in LABELLED_TRAIN:
+        everything, _ = resized_labels(LABELLED_TRAIN[config.dataset](data_dir, cls, config.fold), config)
+        samples = [s for s in everything if s.label == 0]
+        if not samples:
+            raise UserError(f"no defect-free training images of {cls} in {data_dir}")
+        return samples
+    return train_samples(config.dataset, data_dir, cls, config.fold)
+
+
 def training_split(config, data_dir, cls):
     """``(fit, calibration)``: ``official`` fits on the 90 %% split and calibrates the thresholds on the 10 %% it
     holds out; ``all`` fits on every image and calibrates on that same 10 %% (then not held out). A format with its
     own validation images (MVTec LOCO) fits on every training image and calibrates on those."""
-    samples = train_samples(config.dataset, data_dir, cls, config.fold)
+    samples = _train_samples(config, data_dir, cls)
     validation = validation_samples(config.dataset, data_dir, cls, config.fold)
     if validation:
         return samples, validation
@@ -64,4 +98,7 @@ def dataset(samples, config):
 
 
 def test_dataset(config, data_dir, cls):
-    return dataset(test_samples(config.dataset, data_dir, cls, config.fold), config)
+    samples = test_samples(config.dataset, data_dir, cls, config.fold)
+    if config.resized_labels:
+        samples, _ = resized_labels(samples, config)
+    return dataset(samples, config)

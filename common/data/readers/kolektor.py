@@ -179,9 +179,15 @@ def _fold_samples(root, cls, fold, which):
     return by_name(samples, f"{root} fold {index}")
 
 
+def labelled_train_samples(root, cls, fold=None):
+    """Every part of the fold's train folders, labelled by its mask (OrthoAD selects the defect-free ones only after
+    resizing the masks)."""
+    return _fold_samples(root, cls, fold, "train")
+
+
 def train_samples(root, cls, fold=None):
     """The defect-free parts (empty mask) of the fold's train folders."""
-    samples = [s for s in _fold_samples(root, cls, fold, "train") if s.label == 0]
+    samples = [s for s in labelled_train_samples(root, cls, fold) if s.label == 0]
     if not samples:
         raise UserError(f"no defect-free training images in the train folders of fold {fold} under {root}")
     return samples
@@ -217,9 +223,14 @@ def _ksdd2_samples(root, cls, fold, split):
     return by_name(samples, folder)
 
 
+def labelled_train_samples_ksdd2(root, cls, fold=None):
+    """Every train image, labelled by its mask (see :func:`labelled_train_samples`)."""
+    return _ksdd2_samples(root, cls, fold, "train")
+
+
 def train_samples_ksdd2(root, cls, fold=None):
     """The train images whose mask is empty."""
-    samples = [s for s in _ksdd2_samples(root, cls, fold, "train") if s.label == 0]
+    samples = [s for s in labelled_train_samples_ksdd2(root, cls, fold) if s.label == 0]
     if not samples:
         raise UserError(f"no defect-free training images in {os.path.join(root, 'train')}")
     return samples
@@ -228,6 +239,10 @@ def train_samples_ksdd2(root, cls, fold=None):
 def test_samples_ksdd2(root, cls, fold=None):
     """Every test image, labelled by its mask."""
     return _ksdd2_samples(root, cls, fold, "test")
+
+
+# every train image with its label, per --dataset (for OrthoAD's official selection after resizing)
+LABELLED_TRAIN = {"kolektor": labelled_train_samples, "kolektor2": labelled_train_samples_ksdd2}
 
 
 FORMAT = DatasetFormat(
