@@ -86,6 +86,47 @@ def test_make_table_cli(tmp_path):
     assert empty.returncode == 2 and empty.stderr.startswith("error: results folder not found")
 
 
+def test_make_table_prints_the_paper_numbers_of_each_dataset_and_fold(tmp_path):
+    """paper_results_DATASET.yaml: OrthoAD on KolektorSDD per fold (jnhwkim/orthoad README .953/.951/.976, mean
+    .960) and KSDD2 (.981), EfficientAD-S on VisA (nelson1425 README 97.5)."""
+    pixel_roc = {"orthoad_pixel_roc": "official OrthoAD SEG AUROC"}
+    for fold, value in enumerate((0.95, 0.96, 0.97)):   # three runs in their own folders, as the README says
+        results.write_results(str(tmp_path / f"fold{fold}"), "OrthoAD", "kolektor", {"orthoad_pixel_roc": value},
+                              pixel_roc, {"fold": fold, "k": 100}, dataset="kolektor")
+    results.write_results(str(tmp_path / "ksdd2"), "OrthoAD", "kolektor2", {"orthoad_pixel_roc": 0.98}, pixel_roc,
+                          {"fold": None}, dataset="kolektor2")
+    results.write_results(str(tmp_path / "visa"), "EfficientAD", "candle", {"image_auroc": 0.99},
+                          {"image_auroc": "x"}, {}, dataset="visa")
+    out = subprocess.run([sys.executable, "scripts/make_table.py", str(tmp_path)], cwd=REPO_ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "### OrthoAD on kolektor (k 100)" in text
+    assert "| kolektor/fold0 | 95.0 | 95.3 | -0.3 |" in text
+    assert "| kolektor/fold1 | 96.0 | 95.1 | +0.9 |" in text
+    assert "| kolektor/fold2 | 97.0 | 97.6 | -0.6 |" in text
+    assert "| **mean (3)** | 96.0 | 96.0 | +0.0 |" in text          # the README's mean over the three folds
+    assert "| kolektor2 | 98.0 | 98.1 | -0.1 |" in text
+    assert "- paper numbers: jnhwkim/orthoad README" in text
+    assert "| candle | 99.0 | – | – |" in text                     # VisA: the paper gives the mean only
+    assert "| **mean (1)** | 99.0 | 97.5 | +1.5 |" in text
+    assert "nelson1425/EfficientAD README" in text
+    # with --all_classes every fold is a row, "not run" where no results exist
+    out = subprocess.run([sys.executable, "scripts/make_table.py", str(tmp_path / "fold1"), "--all_classes"],
+                         cwd=REPO_ROOT, capture_output=True, text=True)
+    assert "| kolektor/fold0 | not run | 95.3 | – |" in out.stdout and "| kolektor/fold1 | 96.0 |" in out.stdout
+
+
+def test_paper_results_files_name_their_source_and_dataset():
+    import glob
+
+    for path in glob.glob(os.path.join(REPO_ROOT, "*-paddle", "paper_results*.yaml")):
+        paper = report.load_paper(path)
+        assert paper["source"] and paper["methods"] and paper["metrics"], path
+        suffix = os.path.basename(path)[len("paper_results"):-len(".yaml")]
+        assert suffix == "" and paper["dataset"] == "mvtec" or suffix.lstrip("_").startswith(paper["dataset"]), path
+
+
 # -- post-processing ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("size", [256, 33, 9])
 def test_gaussian_blur_layer_equals_scipy(size):

@@ -14,7 +14,8 @@ A method folder keeps its paper numbers in ``paper_results.yaml`` (MVTec AD) and
         mean: 98.5                      # optional: the paper's own mean
 
 Values are shown in percent. One table per method and dataset. The mean row averages the classes present; the
-paper's own mean is used only when every class it covers is present.
+paper's own mean is used only when every class it covers is present. A format with folds (KolektorSDD) has one row
+per class and fold, ``CLASS/foldN`` (the run's ``--fold``), and its paper values are keyed the same way.
 """
 import glob
 import os
@@ -56,10 +57,20 @@ def find_paper(method, repo_root, dataset="mvtec"):
 
 
 def _published_classes(dataset):
+    """The rows a dataset publishes: its classes, or ``CLASS/foldN`` for each fold of a format with folds."""
     try:
-        return tuple(dataset_format(dataset).classes)
+        fmt = dataset_format(dataset)
     except UserError:
         return ()
+    if fmt.folds:
+        return tuple(f"{cls}/fold{fold}" for cls in fmt.classes for fold in fmt.folds)
+    return tuple(fmt.classes)
+
+
+def _row_name(record):
+    """A record's row: its class, with its fold when the run had one (``kolektor/fold0``)."""
+    fold = (record.get("config") or {}).get("fold")
+    return record["class"] if fold is None else f"{record['class']}/fold{fold}"
 
 
 def _class_order(classes, dataset="mvtec"):
@@ -86,7 +97,7 @@ def markdown_table(records, paper=None, digits=1, all_classes=False):
         raise UserError("no results to tabulate")
     metric_names = list(dict.fromkeys(name for r in records for name in r["metrics"]))
     paper_metrics = (paper or {}).get("metrics", {})
-    by_class = {r["class"]: r for r in records}
+    by_class = {_row_name(r): r for r in records}
     dataset = records[0].get("dataset") or "mvtec"
     published = list(_published_classes(dataset)) if all_classes else []
     classes = _class_order(list(dict.fromkeys(list(by_class) + published)), dataset)
@@ -165,8 +176,8 @@ def render(records, repo_root, digits=1, all_classes=False):
         paper = find_paper(method, repo_root, dataset)
         config = subset[0].get("config") or {}
         described = ", ".join(f"{k} {v}" for k, v in config.items()
-                              if k in ("backbone", "backbone_weights", "image_size", "epochs", "steps", "k", "seed",
-                                       "fold"))
+                              if k in ("backbone", "backbone_weights", "image_size", "scale", "epochs", "steps", "k",
+                                       "seed"))
         parts.append(f"### {method} on {dataset}" + (f" ({described})" if described else ""))
         parts.append(markdown_table(subset, paper, digits, all_classes))
         parts.append(protocol_legend(subset, paper))
