@@ -176,8 +176,8 @@ def render(records, repo_root, digits=1, all_classes=False):
         paper = find_paper(method, repo_root, dataset)
         config = subset[0].get("config") or {}
         described = ", ".join(f"{k} {v}" for k, v in config.items()
-                              if k in ("backbone", "backbone_weights", "image_size", "scale", "epochs", "steps", "k",
-                                       "seed"))
+                              if v is not None and k in ("backbone", "backbone_weights", "image_size", "scale",
+                                                         "epochs", "steps", "k", "seed"))
         parts.append(f"### {method} on {dataset}" + (f" ({described})" if described else ""))
         parts.append(markdown_table(subset, paper, digits, all_classes))
         parts.append(protocol_legend(subset, paper))
