@@ -412,12 +412,13 @@ def test_kolektor_configs_follow_run_kolektor_sh():
         assert config.input_shape == (704, 256) and config.grid == (176, 64) and config.image_size is None
     # the dataset alone selects the official KolektorSDD class's pipeline; other sizes by the official names
     plain = Config(dataset="kolektor", fold=1)
-    assert (plain.pipeline, plain.scale, plain.input_shape, plain.train_split) == ("kolektor", "half", (704, 256),
+    assert (plain.pipeline, plain.scale, plain.input_shape, plain.train_split) == ("kolektor", "704x256", (704, 256),
                                                                                    "all")
     assert Config(dataset="kolektor2", scale="1408x512").input_shape == (1408, 512)
     assert Config(dataset="kolektor2", scale="352x128").grid == (88, 32)
-    for bad in ({"dataset": "kolektor", "image_size": 64}, {"scale": "704x256"}, {"dataset": "kolektor", "scale": "big"},
-                {"dataset": "kolektor", "scale": "700x256"}):
+    assert Config(scale="352x128").pipeline == "kolektor"             # --scale alone selects the pipeline
+    for bad in ({"dataset": "kolektor", "image_size": 64}, {"scale": "704x256", "pipeline": "orthoad"},
+                {"dataset": "kolektor", "scale": "big"}, {"dataset": "kolektor", "scale": "700x256"}):
         with pytest.raises(UserError):
             Config(**bad)
 
@@ -489,7 +490,7 @@ def test_kolektor_run_uses_704x256_and_reports_the_official_seg_and_det_auroc(ko
     data_dir, out = kolektor_fitted
     with open(os.path.join(out, "results", "OrthoAD_kolektor_kolektor.json"), encoding="utf-8") as handle:
         record = json.load(handle)
-    assert (record["dataset"], record["config"]["fold"], record["config"]["scale"]) == ("kolektor", 1, "half")
+    assert (record["dataset"], record["config"]["fold"], record["config"]["scale"]) == ("kolektor", 1, "704x256")
     assert {"image_auroc", "pixel_auroc", "au_pro", "orthoad_pixel_roc", "orthoad_image_roc"} <= set(record["metrics"])
     assert "SEG AUROC" in record["protocols"]["orthoad_pixel_roc"]
     assert "DET AUROC" in record["protocols"]["orthoad_image_roc"]
@@ -511,6 +512,16 @@ def test_kolektor_run_uses_704x256_and_reports_the_official_seg_and_det_auroc(ko
     det = xs[0] * ys[0] / 2 + sum((xs[i] - xs[i - 1]) * (ys[i] + ys[i - 1]) / 2 for i in range(1, len(xs) - 1))
     det += (1.0 - xs[-2]) * ((ys[-1] + ys[-2]) / 2 + ys[-2]) / 2
     assert abs(record["metrics"]["orthoad_image_roc"] - det) < 1e-9
+
+
+def test_kolektor_eval_checks_the_scale_against_the_model(kolektor_fitted, capsys):
+    data_dir, out = kolektor_fitted
+    with pytest.raises(SystemExit) as exit_info:
+        command("orthoad", "eval", "--cls", "kolektor", "--data_dir", data_dir, "--output_dir", out, "--scale",
+                "1408x512", "--threads", 2)
+    assert exit_info.value.code == 2 and "--scale 1408x512 contradicts the model" in capsys.readouterr().err
+    assert list(command("orthoad", "eval", "--cls", "kolektor", "--data_dir", data_dir, "--output_dir", out,
+                        "--scale", "half", "--threads", 2)) == ["kolektor"]
 
 
 def test_kolektor_export_and_infer_keep_the_non_square_input(kolektor_fitted, tmp_path):

@@ -75,8 +75,9 @@ class Config(DataOptions):
                                             "training ones, by the mask resized to --scale as the official code "
                                             "does (a defect with no 255 pixel left counts as defect-free); false: "
                                             "by the mask file (default: true for the kolektor pipeline)")
-    scale: Optional[str] = option(None, "input height x width of the kolektor pipeline: half (= 704x256, the "
-                                  "official default), 1408x512 or any HxW (multiples of 16)", model=True)
+    scale: Optional[str] = option(None, "input height x width of the kolektor pipeline (given alone, it selects that "
+                                  "pipeline): half (= 704x256, the official default), 1408x512 or any HxW "
+                                  "(multiples of 16); saved as HxW", model=True)
     mask_threshold: Optional[float] = option(None, "mask binarisation threshold (default: the pipeline's)")
     image_size: Optional[int] = option(None, "network input size (default: 256; padim pipeline 224; the kolektor "
                                        "pipeline uses --scale)", model=True,
@@ -97,15 +98,18 @@ class Config(DataOptions):
                 self.pipeline = "kolektor"
             if self.train_split is None:
                 self.train_split = "all"
-        if self.pipeline == "kolektor" and self.scale is None:
-            self.scale = "half"
+        if self.scale is not None and self.pipeline is None:
+            self.pipeline = "kolektor"  # --scale is that pipeline's input size
+        if self.scale is not None and self.pipeline != "kolektor":
+            raise UserError(f"--scale {self.scale} is the kolektor pipeline's input size; --pipeline is "
+                            f"{self.pipeline} (use --image_size)")
+        if self.pipeline == "kolektor":
+            # one spelling per size (half -> 704x256), so that a model's --scale compares equal to the same size
+            self.scale = "x".join(map(str, parse_scale("half" if self.scale is None else self.scale)))
         if self.resized_labels is None:
             self.resized_labels = self.pipeline == "kolektor"
         elif self.resized_labels and self.pipeline != "kolektor":
             raise UserError("--resized_labels applies to the kolektor pipeline only")
-        if self.scale is not None and self.pipeline != "kolektor":
-            raise UserError(f"--scale {self.scale} is the kolektor pipeline's input size; --pipeline is "
-                            f"{self.pipeline or METHOD_DEFAULTS[self.method]['pipeline']} (use --image_size)")
         for name, value in METHOD_DEFAULTS[self.method].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
