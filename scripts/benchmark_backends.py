@@ -127,14 +127,14 @@ def main(argv=None):
         detector, preprocess, label = BUILDERS[method]()
         with tempfile.TemporaryDirectory() as folder:
             export_detector(detector, preprocess, {"method": method}, folder, check=False, formats=("paddle", "onnx"))
-            size = preprocess.output_size
+            height, width = preprocess.output_shape
             for name, run in runners(folder, args.threads):
                 for batch in batches:
                     if isinstance(run, str):
                         rows.append({"model": label, "backend": name, "batch": batch, "images_per_s": None,
                                      "note": run})
                         continue
-                    x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
+                    x = np.random.default_rng(0).standard_normal((batch, 3, height, width)).astype(np.float32)
                     rows.append({"model": label, "backend": name, "batch": batch,
                                  "images_per_s": round(images_per_second(run, x, args.repeats), 2)})
                     print(f"{label:<24} {name:<14} batch {batch}: {rows[-1]['images_per_s']:8.2f} images/s",
