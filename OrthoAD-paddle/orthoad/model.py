@@ -95,7 +95,12 @@ def _constant(array, dtype="float32"):
 
 
 class ProjectedEmbedding(paddle.nn.Layer):
-    """Backbone features reduced to k channels on the layer1 grid: (N, 3, S, S) -> (N, k, S/4, S/4)."""
+    """Backbone features reduced to k channels on the layer1 grid: (N, 3, S, S) -> (N, k, S/4, S/4).
+
+    ``weights``: ``"imagenet"`` loads paddle.vision's own ImageNet file for ``arch`` (the official codes used
+    torchvision's: convert it with ``scripts/convert_torch_weights.py``, see docs/weights.md), ``"random"`` or None
+    (tests), or a ``.pdparams`` path.
+    """
 
     def __init__(self, arch, projection, image_size, weights="imagenet"):
         super().__init__()
