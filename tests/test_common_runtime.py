@@ -563,3 +563,41 @@ def test_onednn_convolution_programs_are_shared_and_do_not_keep_the_model_alive(
     with training.onednn_convolutions(net):
         net(paddle.rand([2, 3, 16, 16])).mean().backward()
     assert training.compiled_programs() == programs + 1
+
+
+# -- device ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("cuda, gpus, requested, expected", [
+    (True, 1, None, "gpu"),          # a CUDA build that sees a GPU runs there without --device gpu
+    (True, 2, "auto", "gpu"),
+    (True, 0, None, "cpu"),          # a CUDA build without a visible GPU
+    (False, 0, None, "cpu"),         # the CPU build
+    (True, 1, "cpu", "cpu"),         # an explicit choice stands
+    (True, 2, "gpu:1", "gpu:1"),
+    (True, 1, "gpu_if_available", "gpu"),
+    (False, 0, "gpu_if_available", "cpu"),
+    (True, 0, "gpu_if_available", "cpu"),
+])
+def test_device_default_follows_paddles(monkeypatch, capsys, cuda, gpus, requested, expected):
+    from common.core.runtime import resolve_device
+
+    monkeypatch.setattr(paddle.device, "is_compiled_with_cuda", lambda: cuda)
+    monkeypatch.setattr(paddle.device.cuda, "device_count", lambda: gpus)
+    assert resolve_device(requested) == expected
+    assert ("running on the CPU" in capsys.readouterr().out) == (requested == "gpu_if_available" and expected == "cpu")
+
+
+def test_device_default_is_paddles_own_and_a_gpu_request_on_the_cpu_build_is_one_line(monkeypatch):
+    from common.cli.args import add_runtime_args
+    from common.core.runtime import device_line, resolve_device
+
+    assert add_runtime_args(argparse.ArgumentParser()).parse_args([]).device is None  # no fixed default
+    fresh = subprocess.run([sys.executable, "-c", "import paddle; from common.core.runtime import default_device; "
+                            "print(paddle.get_device().split(':')[0], default_device())"],
+                           capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")))
+    paddles, ours = fresh.stdout.split()
+    assert ours == paddles  # what Paddle picks in a fresh process when nobody sets a device
+    monkeypatch.setattr(paddle.device, "is_compiled_with_cuda", lambda: False)
+    with pytest.raises(UserError, match="no CUDA support"):
+        resolve_device("gpu")
+    assert device_line("cpu", 2) == "device: cpu (2 threads)" and device_line("gpu:0", 2) == "device: gpu:0"

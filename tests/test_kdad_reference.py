@@ -4,13 +4,13 @@ The reference below restates Niousha12/Knowledge_Distillation_AD (``models/netwo
 ``test_functions.py``, ``utils/utils.py``) in plain PyTorch/NumPy: the cloner of ``make_arch('B', ...)`` with its
 13 taps, the ``Vgg16`` expert taps, ``MseDirectionLoss``, ``detection_test``'s scores, the per-image saliency loop of
 ``grad_calc``/``VanillaSaliency``, ``generate_smooth_grad`` (with its noise std bug), ``GuidedBackprop`` (ReLU hooks
-on the cloner), ``convert_to_grayscale``, ``gaussian_filter(sigma=4)``, ``compute_localization_auc`` with OpenCV's
-opening, and ``detection_test``'s AUROC. Random torch weights are converted to Paddle.
+on the cloner), ``convert_to_grayscale`` and ``gaussian_filter(sigma=4)``. Random torch weights are converted to
+Paddle. (The official metrics, which need no torch, are in test_kdad_metric_reference.py.)
 
 Networks, loss and scores are compared in float32 at 128 px (1e-4 / 1e-5 relative). The saliency maps and the
 Adam steps are compared in float64 on both sides (see ``models64``: max-pool/ReLU gradients flip at float32
 near-ties), plus a float32 Adam run that must stay within torch's own float32-vs-float64 spread. The SmoothGrad
-noise is drawn once and given to both sides. Metrics are compared on identical random maps (<= 1e-12).
+noise is drawn once and given to both sides.
 """
 import copy
 
@@ -18,11 +18,9 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-cv2 = pytest.importorskip("cv2")
 nn = torch.nn
 
 from scipy.ndimage import gaussian_filter  # noqa: E402
-from sklearn.metrics import auc, roc_curve  # noqa: E402
 
 from conftest import method_dir  # noqa: E402
 from torch_reference import TorchVGG16, randomise_batchnorm, torch_tapped_features  # noqa: E402
@@ -33,7 +31,6 @@ import paddle  # noqa: E402
 from common.networks.backbones import load_state_dict_strict, torch_to_paddle_state_dict  # noqa: E402
 from kdad.detector import KDADDetector  # noqa: E402
 from kdad.loss import MseDirectionLoss, detection_scores  # noqa: E402
-from kdad.metric import kdad_detection_auroc, kdad_localization_auroc  # noqa: E402
 from kdad.model import (  # noqa: E402
     CLONER_ALL_TAPS,
     CLONER_B_PARAMETERS,
@@ -51,6 +48,7 @@ LAMDA = 0.5
 SMALL = 32  # image size of the float64 saliency checks
 TAP_RTOL = 1e-4
 MAP_ATOL = 1e-4
+MAP_FLOAT32_ATOL = 1e-2  # float32 saliency maps at 128 px (values in [0, 1]): see the test
 
 # ----------------------------------------------------------------------------------------------------------------
 # PyTorch statement of the official code
@@ -219,36 +217,6 @@ def official_gbp_maps(x, cloner, vgg, lamda):
         saliency = (saliency - min(saliency.flatten())) / (max(saliency.flatten()) - min(saliency.flatten()))
         maps[i] = gaussian_filter(saliency, sigma=4)
     return maps.reshape(-1, size, size)
-
-
-def official_morphological_process(x, kernel_shape=cv2.MORPH_ELLIPSE):
-    """``morphological_process``: cv2 opening of every binary map; ``kernel_shape`` is for the mutant check."""
-    kernel = cv2.getStructuringElement(kernel_shape, (3, 3)).astype(np.uint8)
-    binary_map = x.astype(np.uint8)
-    return np.stack([cv2.morphologyEx(binary_map[i], cv2.MORPH_OPEN, kernel) for i in range(binary_map.shape[0])])
-
-
-def official_compute_localization_auc(grad, x_ground, kernel_shape=cv2.MORPH_ELLIPSE):
-    """``compute_localization_auc``."""
-    tpr, fpr = [], []
-    x_ground_comp = np.mean(x_ground, axis=3)
-    for threshold in [0.001 * i for i in range(1000)]:
-        grad_t = 1.0 * (grad >= threshold)
-        grad_t = official_morphological_process(grad_t, kernel_shape)
-        tp_map = np.multiply(grad_t, x_ground_comp)
-        tpr.append(np.sum(tp_map) / np.sum(x_ground_comp))
-        fp_map = np.multiply(grad_t, 1 - x_ground_comp)
-        tn_map = np.multiply(1 - grad_t, 1 - x_ground_comp)
-        fpr.append(np.sum(fp_map) / (np.sum(fp_map) + np.sum(tn_map)))
-    return auc(fpr, tpr)
-
-
-def official_detection_auroc(image_folder_labels, scores, good_index):
-    labels = np.array(image_folder_labels)
-    normal = labels == good_index
-    labels[normal], labels[~normal] = 1, 0
-    fpr, tpr, _ = roc_curve(labels, np.array(scores), pos_label=0)
-    return round(auc(fpr, tpr), 4)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -432,6 +400,8 @@ def test_loss_is_accurate_when_cloner_nearly_equals_expert(models):
     print(f"near-equal maps: relative error of torch float32 {abs(float32_loss / target - 1):.1e}, "
           f"ours {abs(loss / target - 1):.1e}")
     assert abs(loss / target - 1) < 1e-5
+    # the case does defeat float32 reductions (measured 0.38 for the official float32 loss), so it tests the above
+    assert abs(float32_loss / target - 1) > 1e-2
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -450,6 +420,33 @@ def test_vanilla_gradients_and_maps_match_official(models64):
     print(f"vanilla: gradient relative error {relative_error(grads.numpy(), torch_grad):.1e}, "
           f"map max abs error {np.abs(maps.numpy()[:, 0] - torch_maps).max():.1e}")
     assert np.abs(maps.numpy()[:, 0] - torch_maps).max() < 1e-5
+
+
+def test_vanilla_maps_at_the_evaluation_precision_and_size(models):
+    """The maps evaluation computes (float32, 128 px, the default vanilla saliency) against the official code.
+
+    Tolerance: the official code's own float32 run is compared with its float64 run on the same weights; KDAD's
+    float32 maps must be within ``FACTOR`` times that spread of the float64 maps (max abs error on maps in [0, 1];
+    max-pool/ReLU near-ties route a few gradients differently in float32, see ``models64``), and within
+    ``MAP_FLOAT32_ATOL`` in absolute terms. The scores returned with the maps equal the official detection scores.
+    """
+    factor = 4
+    vgg, cloner, network, x, _ = models
+    _, maps32 = official_gradients_localization(torch.tensor(x), cloner.eval(), vgg, LAMDA)
+    _, maps64 = official_gradients_localization(torch.tensor(x).double(), copy.deepcopy(cloner).double().eval(),
+                                                copy.deepcopy(vgg).double(), LAMDA)
+    detector = KDADDetector(network, LAMDA, method="vanilla", image_size=SIZE)
+    maps, scores = detector(paddle.to_tensor(x))
+    assert maps.shape == [BATCH, 1, SIZE, SIZE] and maps.dtype == paddle.float32
+    spread = np.abs(maps32 - maps64).max()
+    error = np.abs(maps.numpy()[:, 0] - maps64).max()
+    print(f"vanilla maps at {SIZE} px float32: max abs error against float64 of the official float32 run "
+          f"{spread:.1e}, KDAD {error:.1e}")
+    assert error <= factor * max(spread, 1e-6)
+    assert error <= MAP_FLOAT32_ATOL
+    with torch.no_grad():
+        expected = official_detection_scores(cloner(torch.tensor(x)), official_expert(vgg, torch.tensor(x)), LAMDA)
+    assert relative_error(scores.numpy(), expected.numpy()) < 1e-5
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # the official non-full ReLU backward hooks
@@ -557,58 +554,3 @@ def test_five_adam_steps_match_official(models):
     assert loss_error <= 4 * max(loss_spread, 1e-7)
     assert weight_error <= 4 * max(weight_spread, 1e-7)
     assert loss64[-1] < loss64[0]
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Metrics
-# ----------------------------------------------------------------------------------------------------------------
-def random_localization_case(seed, n=4, size=64):
-    rng = np.random.default_rng(seed)
-    saliency = gaussian_filter(rng.random((n, size, size)), sigma=(0, 2, 2))
-    saliency = (saliency - saliency.min()) / (saliency.max() - saliency.min())
-    masks = np.zeros((n, size, size, 3))
-    for i in range(n):
-        cy, cx, r = rng.integers(10, size - 10, 2).tolist() + [int(rng.integers(4, 10))]
-        yy, xx = np.mgrid[:size, :size]
-        inside = (yy - cy) ** 2 + (xx - cx) ** 2 <= r ** 2
-        masks[i][inside] = 1.0
-        edge = ((yy - cy) ** 2 + (xx - cx) ** 2 <= (r + 1) ** 2) & ~inside
-        masks[i][edge] = rng.random((edge.sum(), 3))  # soft, channel-dependent border like a resized RGB mask
-    return saliency, masks
-
-
-@pytest.mark.parametrize("seed", [0, 1])
-def test_localization_auroc_equals_official(seed):
-    saliency, masks = random_localization_case(seed)
-    official = official_compute_localization_auc(saliency, masks)
-    ours = kdad_localization_auroc(saliency, masks)
-    # float32 maps compare with float32 thresholds, as NumPy does; the official float32 sums round at ~1e-7
-    saliency32, masks32 = saliency.astype(np.float32), masks.astype(np.float32)
-    official32 = official_compute_localization_auc(saliency32, masks32)
-    ours32 = kdad_localization_auroc(saliency32, masks32)
-    print(f"localization AUROC {official:.6f}: float64 difference {abs(ours - official):.1e}, "
-          f"float32 {abs(ours32 - official32):.1e}")
-    assert abs(ours - official) <= 1e-12
-    assert abs(ours32 - official32) <= 1e-6
-    assert abs(kdad_localization_auroc(saliency32, masks32.astype(np.float64))
-               - official_compute_localization_auc(saliency32, masks32.astype(np.float64))) <= 1e-12
-
-
-def test_localization_auroc_mutant_structuring_element_is_detected():
-    saliency, masks = random_localization_case(2)
-    square = np.ones((3, 3), dtype=bool)
-    official = official_compute_localization_auc(saliency, masks)
-    mutant = kdad_localization_auroc(saliency, masks, structure=square)
-    print(f"localization AUROC with the cross {official:.6f}, with a 3x3 square {mutant:.6f}")
-    assert abs(mutant - official) > 1e-4
-    assert abs(mutant - official_compute_localization_auc(saliency, masks, cv2.MORPH_RECT)) <= 1e-12
-
-
-def test_detection_auroc_equals_official():
-    rng = np.random.default_rng(7)
-    folder_labels = rng.integers(0, 5, 60)  # ImageFolder indices; 'good' is index 3 (e.g. bottle)
-    scores = rng.random(60) + 0.3 * (folder_labels != 3)
-    scores[:6] = scores[6:12]  # ties
-    ours = kdad_detection_auroc(scores, folder_labels != 3)
-    assert ours == official_detection_auroc(folder_labels, scores, 3)
-    assert ours == round(kdad_detection_auroc(scores, folder_labels != 3, decimals=None), 4)

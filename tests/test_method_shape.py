@@ -284,7 +284,8 @@ def test_predict_export_infer_agree(trained, tmp_path, capsys):
     predicted = command(package, "predict", "--cls", "bottle", "--output_dir", output_dir, "--input", inputs,
                         "--predict_dir", tmp_path / "predict", "--threads", 2)
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].startswith(os.path.join(inputs, "blob", "000.png") + ": score ") and "threshold" in lines[0]
+    assert lines[0] == "device: cpu (2 threads)"  # every command names its device first
+    assert lines[1].startswith(os.path.join(inputs, "blob", "000.png") + ": score ") and "threshold" in lines[1]
     inference_dir = tmp_path / "inference"
     model_file = export(package, "--cls", "bottle", "--output_dir", output_dir, "--save_inference_dir",
                         inference_dir, "--threads", 2)
@@ -362,3 +363,27 @@ def test_onnx_export_runs_under_onnxruntime_and_openvino_and_tampering_is_refuse
         infer("--model_dir", inference_dir, "--input", inputs, "--backend", "onnxruntime")
     assert exit_info.value.code == 2
     assert "changed since it was exported" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_every_command_names_the_device_it_uses_first(synthetic_root, tmp_path, capsys):
+    """train, eval, predict, export and infer print the device (Paddle's default here: this CPU build) first."""
+    out = str(tmp_path / "out")
+    first = []
+
+    def first_line():
+        first.append(capsys.readouterr().out.splitlines()[0])
+
+    train_tiny("orthoad", synthetic_root, out)
+    first_line()
+    command("orthoad", "eval", "--cls", "bottle", "--data_dir", synthetic_root, "--output_dir", out, "--threads", 2)
+    first_line()
+    image = os.path.join(synthetic_root, "bottle", "test", "good", "000.png")
+    command("orthoad", "predict", "--cls", "bottle", "--output_dir", out, "--input", image, "--predict_dir",
+            tmp_path / "predict", "--threads", 2)
+    first_line()
+    export("orthoad", "--cls", "bottle", "--output_dir", out, "--save_inference_dir", tmp_path / "inference",
+           "--threads", 2)
+    first_line()
+    infer("--model_dir", tmp_path / "inference", "--input", image, "--output_dir", tmp_path / "infer", "--threads", 2)
+    first_line()
+    assert first == ["device: cpu (2 threads)"] * 5

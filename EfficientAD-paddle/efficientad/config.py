@@ -37,8 +37,8 @@ class Config(DataOptions):
         "training images first; not the paper's ImageNet distillation)", aliases=("weights",))
     backbone: str = option("wide_resnet101_2", "feature extractor the teacher is distilled from (pretraining; "
                            "teacher_weights distill)", model=True, aliases=("arch",), choices=RESNET_ARCHS)
-    backbone_weights: str = option("imagenet", "weights of --backbone for distillation: imagenet | random | "
-                                   "FILE.pdparams")
+    backbone_weights: str = option("imagenet", "weights of --backbone for distillation: imagenet (paddle.vision's "
+                                   "file) | random | FILE.pdparams (e.g. converted torchvision weights)")
     train_steps: int = option(70000, "training iterations", aliases=("steps",))
     batch_size: int = option(1, "training batch size (the reference: 1)")
     lr: float = option(1e-4, "Adam learning rate")

@@ -243,7 +243,9 @@ class PretrainingTargetExtractor(nn.Layer):
     rounding, without the reference's (N*4096, 9216) intermediate. The kernels are constant buffers (not saved).
 
     ``backbone``: a layer returning [layer2, layer3] with a ``channels`` attribute; by default a frozen
-    ``ResNetFeatures("wide_resnet101_2", ("layer2", "layer3"), weights)``.
+    ``ResNetFeatures("wide_resnet101_2", ("layer2", "layer3"), weights)``, where ``weights="imagenet"`` is
+    paddle.vision's own ImageNet file (nelson1425's ``pretraining.py`` used torchvision's: convert it with
+    ``scripts/convert_torch_weights.py``, see docs/weights.md).
     """
 
     def __init__(self, weights="imagenet", out_channels=OUT_CHANNELS, layer_dim=PRETRAIN_LAYER_DIM, backbone=None):

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from common.cli.args import add_runtime_args
 from common.core.errors import UserError, main_guard
 from common.core.files import atomic_save
-from common.core.runtime import configure
+from common.core.runtime import configure, device_line
 from common.data.images import image_paths
 from common.data.loader import Loader
 from common.networks.backbones import RESNET_ARCHS, ResNetFeatures
@@ -167,7 +167,7 @@ def build_parser():
 
 def run(argv=None):
     args = build_parser().parse_args(argv)
-    configure(args.device, args.threads, args.seed)
+    print(device_line(*configure(args.device, args.threads, args.seed)))
     if min(args.steps, args.batch_size, args.norm_images, args.save_interval) < 1:
         raise UserError("--steps, --batch_size, --norm_images and --save_interval must be positive")
     if not os.path.isdir(args.image_dir):

@@ -25,8 +25,9 @@ class Config(DataOptions):
 
     backbone: str = option("vgg16", "the expert (source) network: VGG16 features, pool2..pool5", model=True,
                            aliases=("arch",), choices=("vgg16",))
-    backbone_weights: str = option("imagenet", "expert weights: imagenet | random | FILE.pdparams (torchvision's "
-                                   "converted with scripts/convert_torch_weights.py --arch vgg16)",
+    backbone_weights: str = option("imagenet", "expert weights: imagenet (paddle.vision's file) | random | "
+                                   "FILE.pdparams (e.g. torchvision's, the official code's, converted with "
+                                   "scripts/convert_torch_weights.py --arch vgg16)",
                                    modes=ALL_COMMANDS)
     cloner_config: str = option("B", "cloner widths: B (the smaller network of the MVTec numbers) or A (VGG16 "
                                 "widths, equal_network_size: True)", model=True, choices=("A", "B"))

@@ -40,8 +40,9 @@ CLONER_B_PARAMETERS = 343984
 class Expert(VGG16Features):
     """The frozen source network: VGG16 ``features`` returning pool2 .. pool5 (or any other ``taps``).
 
-    ``weights``: ``"imagenet"`` (paddle.vision's file, i.e. torchvision's converted), a ``.pdparams`` path, or
-    ``None`` for random weights (tests). Always in eval mode with ``stop_gradient`` parameters; gradients still
+    ``weights``: ``"imagenet"`` (paddle.vision's own ImageNet VGG16 file, not torchvision's: the official code's
+    torchvision weights are a ``.pdparams`` converted by ``scripts/convert_torch_weights.py``, see docs/weights.md),
+    a ``.pdparams`` path, or ``None`` for random weights (tests). Always in eval mode with ``stop_gradient`` parameters; gradients still
     reach the input, which the saliency methods need.
     """
 

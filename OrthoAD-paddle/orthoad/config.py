@@ -58,8 +58,9 @@ class Config(DataOptions):
     seed: Optional[int] = option(None, "seed of W and of random backbone weights (default: 1111; padim 1024)")
     projection: Optional[str] = option(None, "load W (c x k) from this .npy file instead of drawing it from --seed",
                                        aliases=("load_projection",))
-    backbone_weights: str = option("imagenet", "imagenet | random | FILE.pdparams (on eval/predict/export: only to "
-                                   "point to a moved weight file)", modes=ALL_COMMANDS)
+    backbone_weights: str = option("imagenet", "imagenet (paddle.vision's file) | random | FILE.pdparams (e.g. "
+                                   "converted torchvision weights; on eval/predict/export: only to point to a moved "
+                                   "weight file)", modes=ALL_COMMANDS)
     train_split: Optional[str] = option(None, "official: fit on the 90 %% split (sorted index %% 10 != 0); all: "
                                         "every image (default: official; padim all)", choices=("official", "all"))
     unbiased: Optional[bool] = option(None, "covariance / (N-1) instead of / N (default: False; padim True)")

@@ -97,7 +97,10 @@ def _constant(array, dtype="float32"):
 class ProjectedEmbedding(paddle.nn.Layer):
     """Backbone features reduced to k channels on the layer1 grid: (N, 3, H, W) -> (N, k, H/4, W/4).
 
-    ``image_size`` is a side (square input) or (height, width)."""
+    ``image_size`` is a side (square input) or (height, width). ``weights``: ``"imagenet"`` loads paddle.vision's
+    own ImageNet file for ``arch`` (the official codes used torchvision's: convert it with
+    ``scripts/convert_torch_weights.py``, see docs/weights.md), ``"random"`` or None (tests), or a ``.pdparams`` path.
+    """
 
     def __init__(self, arch, projection, image_size, weights="imagenet"):
         super().__init__()

@@ -22,8 +22,9 @@ class Config(DataOptions):
 
     backbone: str = option("wide_resnet50_2", "teacher; the OCBE and decoder widths follow it", model=True,
                            aliases=("arch",), choices=BACKBONES)
-    backbone_weights: str = option("imagenet", "teacher weights: imagenet | random | FILE.pdparams (on eval/"
-                                   "predict/export: only to point to a moved weight file)", modes=ALL_COMMANDS)
+    backbone_weights: str = option("imagenet", "teacher weights: imagenet (paddle.vision's file) | random | "
+                                   "FILE.pdparams (e.g. converted torchvision weights; on eval/predict/export: only to "
+                                   "point to a moved weight file)", modes=ALL_COMMANDS)
     image_size: int = option(256, "square input size (PIL bilinear resize, no crop)", model=True)
     epochs: int = option(200, "training epochs")
     batch_size: int = option(16, "training batch size")

@@ -230,6 +230,9 @@ class ReverseDistillation(nn.Layer):
 
     ``forward(x)`` returns ``(teacher_features, student_features)``, two lists of three maps that pair up scale by
     scale. Only ``bn`` and ``decoder`` are trained; the teacher stays in eval mode whatever ``train()`` is called.
+    ``backbone_weights``: ``"imagenet"`` loads paddle.vision's own ImageNet file for ``backbone`` (the official code
+    used torchvision's: convert it with ``scripts/convert_torch_weights.py`` and pass the ``.pdparams``, see
+    docs/weights.md), ``"random"`` (tests) or a ``.pdparams`` path.
     """
 
     def __init__(self, backbone="wide_resnet50_2", backbone_weights="imagenet"):

@@ -37,7 +37,9 @@ class _DeviceFromUseGpu(argparse.Action):
 
 def add_runtime_args(parser):
     """``--device``, ``--use_gpu`` and ``--threads``."""
-    parser.add_argument("--device", default="cpu", help="cpu, gpu or gpu:N")
+    parser.add_argument("--device", default=None,
+                        help="cpu, gpu or gpu:N (default: Paddle's, the GPU when this Paddle build has CUDA and sees "
+                             "one, else the CPU)")
     parser.add_argument("--use_gpu", action=_DeviceFromUseGpu, metavar="BOOL",
                         help="True: the GPU when this Paddle build has one, else the CPU (Paddle ports' spelling)")
     parser.add_argument("--threads", "--cpu_threads", dest="threads", type=int, default=None,

@@ -32,7 +32,7 @@ import numpy as np
 
 from common.core import config as cfg
 from common.core.errors import UserError, main_guard
-from common.core.runtime import configure
+from common.core.runtime import configure, device_line
 from common.data.readers import DEFAULT_FORMAT, check_fold, classes_for, dataset_format, is_group
 from common.evaluation.evaluate import evaluate as evaluate_class
 
@@ -173,7 +173,7 @@ def _recorded_fold(method, args):
 def train(method, args):
     config_module, trainer = method.config, method.trainer
     config = cfg.build_config(config_module.Config, args.config, args)
-    configure(args.device, args.threads, config.seed)
+    print(device_line(*configure(args.device, args.threads, config.seed)))
     check_fold(config.dataset, config.fold)
     classes = classes_for(args.cls, args.data_dir, dataset_format(config.dataset))
     if args.resume not in (None, "auto") and len(classes) > 1:
@@ -206,7 +206,7 @@ def evaluate_and_report(method, detector, config, thresholds, cls, args):
 
 
 def evaluate(method, args):
-    configure(args.device, args.threads, 0)
+    print(device_line(*configure(args.device, args.threads, 0)))
     args.dataset = args.dataset or recorded_dataset(method, args.output_dir, args.ckpt)
     check_fold(args.dataset, args.fold if args.fold is not None else _recorded_fold(method, args))
     classes = classes_to_evaluate(method, args.cls, args.data_dir, args.output_dir, args.ckpt, args.dataset)
@@ -228,7 +228,7 @@ def predict(method, args):
     from common.deploy.predict import predict_images
     from common.evaluation.thresholds import resolve_thresholds
 
-    configure(args.device, args.threads, 0)
+    print(device_line(*configure(args.device, args.threads, 0)))
     cls = single_class(args.cls, "predict")
     source = args.input or args.image
     if source is None and args.mode == "infer":

@@ -5,7 +5,7 @@ import os
 
 from common.core import config as cfg
 from common.core.errors import main_guard
-from common.core.runtime import configure
+from common.core.runtime import configure, device_line
 from common.deploy.export import export_detector
 from common.evaluation.thresholds import summary
 
@@ -35,7 +35,7 @@ def build_parser(method):
 def run(method, argv=None):
     """Parse and export; returns the model file written."""
     args = build_parser(method).parse_args(argv)
-    configure(args.device, args.threads, 0)
+    print(device_line(*configure(args.device, args.threads, 0)))
     if args.cls is None:  # the class of --ckpt's folder (OUTPUT_DIR/CLASS/...), else the default class
         args.cls = os.path.basename(os.path.dirname(os.path.abspath(args.ckpt))) if args.ckpt else "bottle"
     cls = single_class(args.cls, "export_model.py")

@@ -13,7 +13,7 @@ import argparse
 import os
 
 from common.core.errors import UserError, main_guard
-from common.core.runtime import resolve_device, set_threads
+from common.core.runtime import device_line, resolve_device, set_threads
 from common.data.transforms import Preprocess
 from common.deploy.backends import BACKENDS, backend_files, make_runner, map_and_score
 from common.deploy.benchmark import BenchmarkTimer
@@ -72,7 +72,9 @@ def model_folder(args):
 
 def run(argv=None):
     args = build_parser().parse_args(argv)
-    set_threads(args.threads)
+    device = resolve_device(args.device)
+    threads = set_threads(args.threads)
+    print(device_line(device, threads))
     folder = model_folder(args)
     info = load_infer_config(folder)
     if args.cls and info.get("class") and args.cls != info["class"]:
@@ -92,7 +94,7 @@ def run(argv=None):
               "gradient computation); running it without oneDNN")
         use_mkldnn = False
     verify_files(folder, info.get("files"), backend_files(folder, args.backend))
-    predictor = make_runner(folder, args.backend, resolve_device(args.device), args.threads, use_mkldnn)
+    predictor = make_runner(folder, args.backend, device, args.threads, use_mkldnn)
     preprocess = Preprocess(**info["preprocess"])
     timer = BenchmarkTimer(info.get("method", "model"), args.batch_size, [3, *preprocess.output_shape], predictor) \
         if args.benchmark else None

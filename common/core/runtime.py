@@ -18,6 +18,8 @@ from .errors import UserError
 
 # --use_gpu True (the Paddle ports' spelling) asks for a GPU when there is one; --device gpu insists on it.
 GPU_IF_AVAILABLE = "gpu_if_available"
+# no --device: Paddle's own default (default_device)
+AUTO_DEVICE = "auto"
 
 
 def default_threads():
@@ -49,22 +51,39 @@ def current_threads():
     return _threads_set or default_threads()
 
 
-def resolve_device(device):
-    """``cpu``, ``gpu`` or ``gpu:N`` for a requested device; a GPU request on a CPU-only build is a ``UserError``
-    (except ``--use_gpu True``, which falls back to the CPU with a note, as the Paddle ports' scripts do)."""
+def default_device():
+    """Paddle's own default device: the GPU when this Paddle build has CUDA and sees a GPU, else the CPU."""
     import paddle
 
-    device = (device or "cpu").lower()
+    if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
+        return "gpu"
+    return "cpu"
+
+
+def resolve_device(device):
+    """``cpu``, ``gpu`` or ``gpu:N`` for a requested device; None or ``auto``: :func:`default_device`. A GPU request
+    on a CPU-only build is a ``UserError`` (except ``--use_gpu True``, which falls back to the CPU with a note, as
+    the Paddle ports' scripts do)."""
+    import paddle
+
+    device = (device or AUTO_DEVICE).lower()
+    if device == AUTO_DEVICE:
+        return default_device()
     if device == GPU_IF_AVAILABLE:
-        device = "gpu" if paddle.device.is_compiled_with_cuda() else "cpu"
+        device = default_device()
         if device == "cpu":
-            print("note: --use_gpu True but this Paddle build has no CUDA support; running on the CPU")
+            print("note: --use_gpu True but this Paddle build has no CUDA support or sees no GPU; running on the CPU")
     if device.startswith("gpu") and not paddle.device.is_compiled_with_cuda():
         raise UserError(f"--device {device} requested but this Paddle build has no CUDA support; "
                         "install paddlepaddle-gpu or use --device cpu")
     if not (device == "cpu" or device.startswith("gpu")):
         raise UserError(f"unknown device '{device}'; use cpu, gpu or gpu:N")
     return device
+
+
+def device_line(device, threads=None):
+    """What a command prints first: the device it runs on (with the CPU threads)."""
+    return f"device: {device}" + (f" ({threads} threads)" if device == "cpu" and threads else "")
 
 
 def set_device(device):
@@ -135,7 +154,7 @@ def release_memory():
     return bool(malloc_trim and malloc_trim(0))
 
 
-def configure(device="cpu", threads=None, seed=None):
+def configure(device=None, threads=None, seed=None):
     """Device, threads and seed in one call (and, on the CPU, :func:`keep_freed_memory`); returns
     ``(device, threads)``."""
     device = set_device(device)
