@@ -12,8 +12,9 @@ memory after the last class within 10 % of the memory after the second (the firs
 compiled programs and the heap's first growth). Linux only (``/proc``).
 
 The options per method are small versions of each paper's networks (random weights, few epochs or steps) so that
-the whole run takes minutes; ``--paper`` instead runs RD4AD at the paper's setting (WRN50, batch 16, 256 px) over
-three classes and compares the loop's peak with a one-class run's.
+the whole run takes minutes; ``--paper`` instead trains each method at its paper's setting (network, batch and image
+size; random weights, one epoch or a few steps) over three classes and compares the loop's peak with a one-class run's:
+what ``--cls all`` needs at the paper's setting is what one class needs.
 """
 import argparse
 import json
@@ -38,8 +39,17 @@ TRAIN_OPTIONS = {
     "efficientad": ["--teacher_weights", "random", "--train_steps", "10", "--save_interval", "5",
                     "--print_steps", "5"],
 }
-PAPER_RD4AD = ["--backbone", "wide_resnet50_2", "--backbone_weights", "random", "--epochs", "1",
-               "--batch_size", "16"]
+# each paper's setting (the official configs' networks, batch and image sizes), random weights, a short schedule
+PAPER_OPTIONS = {
+    "rd4ad": ["--backbone", "wide_resnet50_2", "--backbone_weights", "random", "--epochs", "1", "--batch_size", "16"],
+    "kdad": ["--backbone_weights", "random", "--epochs", "1", "--batch_size", "64"],
+    "orthoad": ["--backbone", "wide_resnet50_2", "--backbone_weights", "random"],
+    "efficientad": ["--teacher_weights", "random", "--train_steps", "20", "--save_interval", "10",
+                    "--print_steps", "10"],
+    "efficientad_m": ["--model_size", "medium", "--teacher_weights", "random", "--train_steps", "20",
+                      "--save_interval", "10", "--print_steps", "10"],
+}
+PAPER_IMAGES = 64  # training images per class: one full KDAD batch
 DONE_LINE = re.compile(r"^\[(?P<cls>[^\]]+)\] (training|evaluation) done in ")
 
 
@@ -60,7 +70,7 @@ def run_loop(method, mode, data_dir, output_dir, threads, options, classes="all"
     command = [sys.executable, "-u", "main.py", "--mode", mode, "--cls", classes, "--data_dir", data_dir,
                "--output_dir", output_dir, "--threads", str(threads), *options]
     start = time.time()
-    child = subprocess.Popen(command, cwd=os.path.join(REPO, FOLDERS[method]), stdout=subprocess.PIPE,
+    child = subprocess.Popen(command, cwd=os.path.join(REPO, FOLDERS[method.split("_")[0]]), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
                              env=dict(os.environ, PYTHONPATH=REPO))
     per_class, peak, tail = [], None, []
@@ -96,26 +106,46 @@ def table(rows):
     return "\n".join(lines)
 
 
-def paper_setting(work, threads, size):
-    """RD4AD WRN50, batch 16, 256 px: peak of a three-class loop against a one-class run."""
+def paper_setting(work, threads, size, methods):
+    """Each method at its paper's setting: the peak of a three-class loop against a one-class run's."""
     from common.data import synthetic
 
     data = os.path.join(work, "paper_data")
-    synthetic.make_dataset(data, [f"class{i}" for i in range(3)], size=size, n_train=32, n_test_good=2,
+    synthetic.make_dataset(data, [f"class{i}" for i in range(3)], size=size, n_train=PAPER_IMAGES, n_test_good=2,
                            n_test_defect=1)
-    one = run_loop("rd4ad", "train", data, os.path.join(work, "paper_one"), threads, PAPER_RD4AD, classes="class0")
-    three = run_loop("rd4ad", "train", data, os.path.join(work, "paper_three"), threads, PAPER_RD4AD)
-    return {"one_class_peak": one["peak"], "three_class_peak": three["peak"], "three_class": three["per_class"],
-            "seconds": one["seconds"] + three["seconds"]}
+    # EfficientAD's penalty batch (ImageNet in the paper): any folder of images gives the same memory
+    penalty = ["--penalty_dir", os.path.join(data, "class0", "train", "good")]
+    rows = []
+    for method in methods:
+        options = PAPER_OPTIONS[method] + (penalty if method.startswith("efficientad") else [])
+        one = run_loop(method, "train", data, os.path.join(work, f"{method}_one"), threads, options, classes="class0")
+        three = run_loop(method, "train", data, os.path.join(work, f"{method}_three"), threads, options)
+        rows.append({"method": method, "options": options, "one_class_peak": one["peak"],
+                     "three_class_peak": three["peak"], "three_class": three["per_class"],
+                     "seconds": one["seconds"] + three["seconds"]})
+        print(f"{method}: one class peak {one['peak']:.0f} MiB; three classes peak {three['peak']:.0f} MiB, "
+              + ", ".join(f"{c} {m:.0f}" for c, m in three["per_class"]) + " MiB after each", flush=True)
+    return rows
+
+
+def paper_table(rows):
+    lines = ["| method (paper setting) | one class peak MiB | three classes peak MiB | after each class MiB |",
+             "|---|---:|---:|---|"]
+    for row in rows:
+        lines.append(f"| {row['method']} `{' '.join(row['options'][:6])}` | {row['one_class_peak']:.0f} | "
+                     f"{row['three_class_peak']:.0f} | " + ", ".join(f"{m:.0f}" for _, m in row["three_class"])
+                     + " |")
+    return "\n".join(lines)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--methods", default="rd4ad,kdad,orthoad,efficientad")
+    parser.add_argument("--methods", default=None,
+                        help="comma list (default rd4ad,kdad,orthoad,efficientad; --paper adds efficientad_m)")
     parser.add_argument("--classes", type=int, default=8, help="synthetic classes per loop (at least 3)")
     parser.add_argument("--size", type=int, default=256, help="synthetic image size (px)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--paper", action="store_true", help="RD4AD at the paper's setting over 3 classes instead")
+    parser.add_argument("--paper", action="store_true", help="each method at its paper's setting over 3 classes instead")
     parser.add_argument("--output", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     if not os.path.isdir("/proc/self"):
@@ -123,11 +153,15 @@ def main(argv=None):
         return 2
     from common.data import synthetic
 
-    print(f"machine: {machine()}; threads {args.threads}; {args.classes} synthetic classes of {args.size} px")
+    classes = f"3 synthetic classes of {PAPER_IMAGES} training images" if args.paper else \
+        f"{args.classes} synthetic classes"
+    print(f"machine: {machine()}; threads {args.threads}; {classes} of {args.size} px")
     with tempfile.TemporaryDirectory(prefix="memory-") as work:
         if args.paper:
-            result = paper_setting(work, args.threads, args.size)
-            print(json.dumps(result, indent=2))
+            methods = (args.methods or ",".join([*FOLDERS, "efficientad_m"])).split(",")
+            rows = paper_setting(work, args.threads, args.size, [m.strip() for m in methods if m.strip()])
+            print("\n" + paper_table(rows))
+            result = {"machine": machine(), "threads": args.threads, "size": args.size, "paper": rows}
         else:
             if args.classes < 3:
                 parser.error("--classes must be at least 3")
@@ -135,7 +169,7 @@ def main(argv=None):
             synthetic.make_dataset(data, [f"class{i}" for i in range(args.classes)], size=args.size, n_train=16,
                                    n_test_good=4, n_test_defect=2)
             rows = []
-            for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
+            for method in [m.strip() for m in (args.methods or ",".join(FOLDERS)).split(",") if m.strip()]:
                 output_dir = os.path.join(work, f"output_{method}")
                 for mode, options in (("train", TRAIN_OPTIONS[method]), ("eval", [])):
                     row = dict(method=method, mode=mode,
