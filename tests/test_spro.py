@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from common.metrics import spro
-from tests.metric_references import loco_classification_auc_roc, loco_initial_thresholds, loco_reference
+from metric_references import loco_classification_auc_roc, loco_initial_thresholds, loco_reference
 
 Channel = namedtuple("Channel", "mask saturation_threshold relative_saturation defect_name")
 TYPES = ("good", "logical_anomalies", "structural_anomalies")

@@ -73,6 +73,10 @@ def build_parser(method, mode, with_mode_flag=False):
     if mode == "eval":
         parser.add_argument("--save_pic", type=str2bool, nargs="?", const=True, default=False, metavar="BOOL",
                             help="also write heatmap pictures of every test image to OUTPUT_DIR/CLS/test_pictures")
+        parser.add_argument("--save_maps", choices=("tiff",), default=None,
+                            help="also write every test image's anomaly map (float32, at the image's size) to "
+                                 "MAPS_DIR/CLS/test/DEFECT/STEM.tiff, the layout MVTec's LOCO evaluator reads")
+        parser.add_argument("--maps_dir", default=None, help="folder for --save_maps (default OUTPUT_DIR/anomaly_maps)")
     if mode == "predict":
         parser.add_argument("image", nargs="?", default=None, help="image file or folder (same as --input)")
         parser.add_argument("--input", "--img_path", "--image_path", dest="input", default=None,
@@ -200,7 +204,8 @@ def evaluate_and_report(method, detector, config, thresholds, cls, args):
     pictures_dir = os.path.join(class_dir(args.output_dir, cls), "test_pictures") if getattr(
         args, "save_pic", False) else None
     metrics = evaluate_class(method, detector, config, thresholds, cls, args.data_dir, args.output_dir,
-                             pictures_dir=pictures_dir)
+                             pictures_dir=pictures_dir, save_maps=getattr(args, "save_maps", None),
+                             maps_dir=getattr(args, "maps_dir", None))
     print(f"[{cls}] " + ", ".join(f"{name} {_number(value)}" for name, value in ordered(metrics).items()))
     return metrics
 

@@ -61,22 +61,27 @@ class _SortedScores:
     Built once from the maps; every threshold query then counts by binary search.
     """
 
-    def __init__(self, maps, channels_per_image):
+    def __init__(self):
         self.normal, self.channels, self.channel_image, self.saturation = [], [], [], []
-        for index, (amap, channels) in enumerate(zip(maps, channels_per_image)):
-            amap = np.asarray(amap)
-            defect = np.zeros(amap.shape, dtype=bool)
-            for channel in channels:
-                if channel.mask.shape != amap.shape:
-                    raise ValueError(f"image {index}: channel mask {channel.mask.shape} and map {amap.shape} differ")
-                defect |= channel.mask
-                self.channels.append(np.sort(amap[channel.mask], kind="stable"))
-                self.channel_image.append(index)
-                self.saturation.append(saturation_area(channel))
-            self.normal.append(np.sort(amap[~defect], kind="stable"))
+
+    def add(self, amap, channels):
+        """Add one image: its map and its channels (empty for a good image)."""
+        index, amap = len(self.normal), np.asarray(amap)
+        defect = np.zeros(amap.shape, dtype=bool)
+        for channel in channels:
+            if channel.mask.shape != amap.shape:
+                raise ValueError(f"image {index}: channel mask {channel.mask.shape} and map {amap.shape} differ")
+            defect |= channel.mask
+            self.channels.append(np.sort(amap[channel.mask]))
+            self.channel_image.append(index)
+            self.saturation.append(saturation_area(channel))
+        self.normal.append(np.sort(amap[~defect]))
+
+    def finish(self):
         self.channel_image = np.asarray(self.channel_image, dtype=np.int64)
         self.saturation = np.asarray(self.saturation, dtype=np.float64)
         self.normal_area = np.array([len(s) for s in self.normal], dtype=np.int64)
+        return self
 
     def fp_areas(self, thresholds):
         """(images, thresholds) int64: defect-free pixels scoring above each threshold."""
@@ -91,6 +96,34 @@ class _SortedScores:
             return np.minimum(tp / self.saturation[:, None], 1.0)
 
 
+class _ThresholdSampler:
+    """Collects the scores for the official initial thresholds one map at a time (see :func:`initial_thresholds`).
+
+    As the official code, whether to subsample is decided from the number of maps and the first map's size.
+    """
+
+    def __init__(self, num_images, rng=None, max_num_scores=MAX_NUM_SCORES):
+        self.num_images, self.rng, self.max_num_scores = num_images, rng, max_num_scores
+        self.per_image = None
+        self.low, self.high, self.sampled = np.inf, -np.inf, []
+
+    def add(self, amap):
+        flat = np.asarray(amap).ravel()
+        if not self.sampled and self.num_images * flat.size > self.max_num_scores:
+            self.per_image = int(np.floor(self.max_num_scores / self.num_images))
+            self.rng = self.rng if self.rng is not None else np.random.default_rng(0)
+        self.low, self.high = min(self.low, float(flat.min())), max(self.high, float(flat.max()))
+        if self.per_image is None:
+            self.sampled.append(flat.copy())
+        else:
+            self.sampled.append(self.rng.choice(flat, size=min(self.per_image, flat.size), replace=False))
+
+    def thresholds(self, num=NUM_INITIAL_THRESHOLDS, epsilon=EPSILON):
+        sampled = np.sort(np.concatenate(self.sampled))
+        ranks = np.linspace(0, len(sampled) - 1, num=num, endpoint=True, dtype=int)[1:-1]
+        return [self.high + epsilon] + sampled[ranks].tolist()[::-1] + [self.low - epsilon]
+
+
 def initial_thresholds(maps, rng=None, max_num_scores=MAX_NUM_SCORES, num=NUM_INITIAL_THRESHOLDS, epsilon=EPSILON):
     """The official initial thresholds, in descending order (``MetricsAggregator._get_initial_thresholds``).
 
@@ -98,20 +131,10 @@ def initial_thresholds(maps, rng=None, max_num_scores=MAX_NUM_SCORES, num=NUM_IN
     minimum score - ``epsilon``. Above ``max_num_scores`` pooled scores, ``floor(max_num_scores / images)`` scores
     are drawn from each map without replacement, with ``rng`` (a ``numpy.random.Generator``; seed 0 when None).
     """
-    num_images = len(maps)
-    num_scores = sum(int(np.asarray(m).size) for m in maps)
-    subsample = num_scores > max_num_scores
-    per_image = int(np.floor(max_num_scores / num_images)) if subsample else None
-    if subsample and rng is None:
-        rng = np.random.default_rng(0)
-    low, high, sampled = np.inf, -np.inf, []
+    sampler = _ThresholdSampler(len(maps), rng, max_num_scores)
     for amap in maps:
-        flat = np.asarray(amap).ravel()
-        low, high = min(low, float(flat.min())), max(high, float(flat.max()))
-        sampled.append(rng.choice(flat, size=min(per_image, flat.size), replace=False) if subsample else flat)
-    sampled = np.sort(np.concatenate(sampled))
-    ranks = np.linspace(0, len(sampled) - 1, num=num, endpoint=True, dtype=int)[1:-1]
-    return [high + epsilon] + sampled[ranks].tolist()[::-1] + [low - epsilon]
+        sampler.add(amap)
+    return sampler.thresholds(num, epsilon)
 
 
 def _unique_in_order(values):
@@ -206,7 +229,7 @@ def loco_metrics(maps, channels_per_image, defect_types, seed=0, max_num_scores=
                  curve_max_distance=CURVE_MAX_DISTANCE, limits=INTEGRATION_LIMITS):
     """The MVTec LOCO AD figures of one object, as MVTec's LOCO evaluator computes them from the same maps.
 
-    ``maps``: sequence of (H, W) anomaly maps at the images' original size (read in order, one at a time, twice);
+    ``maps``: sequence of (H, W) anomaly maps at the images' original size (read once, in order, one at a time);
     ``channels_per_image``: per image a list of channels (objects with ``mask`` (H, W) bool,
     ``saturation_threshold``, ``relative_saturation``), empty for good images; ``defect_types``: per image
     ``good``, ``logical_anomalies`` or ``structural_anomalies``. ``seed`` seeds the initial thresholds' sample
@@ -220,9 +243,15 @@ def loco_metrics(maps, channels_per_image, defect_types, seed=0, max_num_scores=
     channels_per_image = [list(c) for c in channels_per_image]
     if not (len(maps) == len(channels_per_image) == len(defect_types)):
         raise ValueError("maps, channels_per_image and defect_types differ in length")
-    image_scores = np.array([float(np.max(m)) for m in maps])
-    thresholds0 = _unique_in_order(initial_thresholds(maps, np.random.default_rng(seed), max_num_scores))
-    counts = _SortedScores(maps, channels_per_image)
+    sampler = _ThresholdSampler(len(maps), np.random.default_rng(seed), max_num_scores)
+    counts, image_scores = _SortedScores(), np.empty(len(maps))
+    for index, (amap, channels) in enumerate(zip(maps, channels_per_image)):
+        amap = np.asarray(amap)
+        image_scores[index] = float(np.max(amap))
+        sampler.add(amap)
+        counts.add(amap, channels)
+    counts.finish()
+    thresholds0 = _unique_in_order(sampler.thresholds())
 
     tried_thresholds, tried_fp, tried_spros = [], [], []
 
