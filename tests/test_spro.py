@@ -146,3 +146,17 @@ def test_image_auroc_tie_behaviour():
         bad = np.round(rng.random(11) * 4 + 0.5) / 4
         assert spro.classification_auroc(good, bad) == pytest.approx(
             loco_classification_auc_roc(good.tolist(), bad.tolist()), abs=1e-12)
+
+
+def test_maps_back_at_the_image_size():
+    from common.data.transforms import Preprocess
+    from common.evaluation.loco import map_to_image
+
+    amap = np.arange(16, dtype=np.float32).reshape(4, 4) + 1
+    # resized to 8x8 then centre-cropped to 4: the map goes back into the middle, the border holds its minimum
+    back = map_to_image(amap, Preprocess(resize=8, crop=4), (8, 8))
+    assert back.dtype == np.float32 and back.shape == (8, 8)
+    assert np.array_equal(back[2:6, 2:6], amap) and np.all(back[:2] == 1) and np.all(back[:, 6:] == 1)
+    # no crop: a bilinear resize to (width, height)
+    wide = map_to_image(np.ones((4, 4), np.float32), Preprocess(resize=4), (10, 6))
+    assert wide.shape == (6, 10) and np.allclose(wide, 1)
