@@ -55,6 +55,8 @@ def map_to_image(amap, preprocess, image_size):
     crop = getattr(preprocess, "crop", None)
     canvas_size = _canvas_size(preprocess, *image_size)
     if crop and canvas_size and canvas_size != (crop, crop):
+        if amap.shape != (crop, crop):      # a map at another size than the network input: to the crop first
+            amap = resize_to_image(amap, (crop, crop))
         width, height = canvas_size
         canvas = np.full((height, width), amap.min(), dtype=np.float32)
         top, left = int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0))
