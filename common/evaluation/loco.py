@@ -87,6 +87,23 @@ class ImageSizeMaps:
         return (self[i] for i in range(len(self)))
 
 
+class ImageChannels:
+    """The ground-truth channels of each test image (:func:`defect_channels`), read from disk when indexed, so the
+    full-size masks of a whole object are never held at once."""
+
+    def __init__(self, samples, defects, sizes):
+        self.samples, self.defects, self.sizes = list(samples), defects, list(sizes)
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        return defect_channels(self.samples[index], self.defects, self.sizes[index])
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+
 def class_folder(sample):
     """``ROOT/OBJECT`` of a LOCO test image ``ROOT/OBJECT/test/SUBSET/NNN.png``."""
     return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(sample.path))))
@@ -101,7 +118,7 @@ def loco_metrics(dataset, maps, seed=SEED):
         raise UserError(f"MVTec LOCO evaluation needs the test images of one object, got {sorted(folders)}")
     defects = read_defects_config(folders.pop())
     full = ImageSizeMaps(samples, maps, getattr(dataset, "preprocess", None))
-    channels = [defect_channels(s, defects, size) for s, size in zip(samples, full.sizes)]
+    channels = ImageChannels(samples, defects, full.sizes)   # a bad channel stops here, before anything is written
     result = spro.loco_metrics(full, channels, [s.defect_type for s in samples], seed=seed)
     metrics, protocols = {}, {}
     for subset, by_limit in result["au_spro"].items():

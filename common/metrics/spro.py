@@ -231,7 +231,8 @@ def loco_metrics(maps, channels_per_image, defect_types, seed=0, max_num_scores=
 
     ``maps``: sequence of (H, W) anomaly maps at the images' original size (read once, in order, one at a time);
     ``channels_per_image``: per image a list of channels (objects with ``mask`` (H, W) bool,
-    ``saturation_threshold``, ``relative_saturation``), empty for good images; ``defect_types``: per image
+    ``saturation_threshold``, ``relative_saturation``), empty for good images (a sequence read once, in order, so
+    it may load each image's channels when indexed); ``defect_types``: per image
     ``good``, ``logical_anomalies`` or ``structural_anomalies``. ``seed`` seeds the initial thresholds' sample
     (used only above ``max_num_scores`` pooled scores).
 
@@ -240,7 +241,6 @@ def loco_metrics(maps, channels_per_image, defect_types, seed=0, max_num_scores=
     AUROC, ``all``. A subset without images is left out; a value that cannot be defined is None.
     """
     defect_types = list(defect_types)
-    channels_per_image = [list(c) for c in channels_per_image]
     if not (len(maps) == len(channels_per_image) == len(defect_types)):
         raise ValueError("maps, channels_per_image and defect_types differ in length")
     sampler = _ThresholdSampler(len(maps), np.random.default_rng(seed), max_num_scores)
@@ -249,7 +249,7 @@ def loco_metrics(maps, channels_per_image, defect_types, seed=0, max_num_scores=
         amap = np.asarray(amap)
         image_scores[index] = float(np.max(amap))
         sampler.add(amap)
-        counts.add(amap, channels)
+        counts.add(amap, list(channels))        # only sorted scores are kept, not the masks
     counts.finish()
     thresholds0 = _unique_in_order(sampler.thresholds())
 
