@@ -297,6 +297,32 @@ def test_loco_channel_of_another_size(tmp_path, capsys):
     assert_reader_error(capsys, lambda: mvtec_loco.defect_channels(sample, defects), channel, "20x10")
 
 
+def test_loco_evaluation_with_a_defect_missing_from_the_config(tmp_path, capsys):
+    """The LOCO figures of an evaluation need every channel's pixel value in defects_config.json."""
+    import json
+    from types import SimpleNamespace
+
+    from common.data.readers import mvtec_loco
+    from common.data.synthetic_layouts import write_mvtec_loco
+    from common.evaluation import loco
+
+    root = write_mvtec_loco(str(tmp_path), ("pushpins",), size=32, n_train=1, n_validation=1, n_test_good=1,
+                            n_test_defect=1)
+    config_path = os.path.join(root, "pushpins", "defects_config.json")
+    with open(config_path, encoding="utf-8") as handle:
+        entries = [e for e in json.load(handle) if e["pixel_value"] != 255]   # drop missing_part
+    with open(config_path, "w", encoding="utf-8") as handle:
+        json.dump(entries, handle)
+    samples = mvtec_loco.test_samples(root, "pushpins")
+    dataset = SimpleNamespace(samples=samples, preprocess=None)
+    maps = np.zeros((len(samples), 16, 16), np.float32)
+    channel = next(s for s in samples if s.defect_type == "logical_anomalies").mask_paths[0]
+    assert_reader_error(capsys, lambda: loco.loco_metrics(dataset, maps), channel, "pixel value 255",
+                        "defects_config.json")
+    os.remove(config_path)
+    assert_reader_error(capsys, lambda: loco.loco_metrics(dataset, maps), "defects_config.json not found")
+
+
 def test_visa_row_naming_a_missing_file(tmp_path, capsys):
     from common.data.readers import visa
     from common.data.synthetic_layouts import write_visa

@@ -73,6 +73,10 @@ def build_parser(method, mode, with_mode_flag=False):
     if mode == "eval":
         parser.add_argument("--save_pic", type=str2bool, nargs="?", const=True, default=False, metavar="BOOL",
                             help="also write heatmap pictures of every test image to OUTPUT_DIR/CLS/test_pictures")
+        parser.add_argument("--save_maps", choices=("tiff",), default=None,
+                            help="also write every test image's anomaly map (float32, at the image's size) to "
+                                 "MAPS_DIR/CLS/test/DEFECT/STEM.tiff, the layout MVTec's LOCO evaluator reads")
+        parser.add_argument("--maps_dir", default=None, help="folder for --save_maps (default OUTPUT_DIR/anomaly_maps)")
     if mode == "predict":
         parser.add_argument("image", nargs="?", default=None, help="image file or folder (same as --input)")
         parser.add_argument("--input", "--img_path", "--image_path", dest="input", default=None,
@@ -200,8 +204,9 @@ def evaluate_and_report(method, detector, config, thresholds, cls, args):
     pictures_dir = os.path.join(class_dir(args.output_dir, cls), "test_pictures") if getattr(
         args, "save_pic", False) else None
     metrics = evaluate_class(method, detector, config, thresholds, cls, args.data_dir, args.output_dir,
-                             pictures_dir=pictures_dir)
-    print(f"[{cls}] " + ", ".join(f"{name} {_number(value)}" for name, value in ordered(metrics).items()))
+                             pictures_dir=pictures_dir, save_maps=getattr(args, "save_maps", None),
+                             maps_dir=getattr(args, "maps_dir", None))
+    print(f"[{cls}] " + ", ".join(f"{name} {_number(value)}" for name, value in shown(metrics).items()))
     return metrics
 
 
@@ -272,6 +277,12 @@ def ordered(metrics):
     return {**first, **{k: v for k, v in metrics.items() if k not in first}}
 
 
+def shown(metrics):
+    """The metrics printed on the console: every one, except the MVTec LOCO AU-sPRO at limits other than 0.05
+    (the limit the papers report; all five limits are in the results JSON)."""
+    return {k: v for k, v in ordered(metrics).items() if not (k.startswith("au_spro_") and not k.endswith("@0.05"))}
+
+
 def _number(value):
     return "n/a" if value is None else f"{value:.4f}"
 
@@ -280,7 +291,7 @@ def summary_table(results, title):
     """Plain-text table: one row per class, one column per metric, and the mean row."""
     if not results:
         return ""
-    names = list(ordered(next(iter(results.values()))))
+    names = list(shown(next(iter(results.values()))))
     widths = [max(8, len(n)) + 2 for n in names]
     lines = [f"{title} results", f"{'class':<14}" + "".join(f"{n:>{w}}" for n, w in zip(names, widths))]
     for cls, metrics in results.items():

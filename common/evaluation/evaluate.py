@@ -13,6 +13,7 @@ import time
 from common import metrics as common_metrics
 from common.core.config import to_dict
 
+from . import loco
 from .pictures import save_test_pictures
 from .results import write_results
 from .thresholds import summary
@@ -30,10 +31,15 @@ F1_PROTOCOL = "F1 of score >= the calibrated image threshold (thresholds.json)"
 TestResult = collections.namedtuple("TestResult", "metrics notes maps scores masks")
 
 
-def evaluate(method, detector, config, thresholds, cls, data_dir, output_dir, pictures_dir=None):
+def evaluate(method, detector, config, thresholds, cls, data_dir, output_dir, pictures_dir=None, save_maps=None,
+             maps_dir=None):
     """Evaluate ``detector`` on the test set of ``cls`` in ``config.dataset``; writes the results JSON
     (``OUTPUT_DIR/results/METHOD_CLASS.json``, ``METHOD_DATASET_CLASS.json`` for datasets other than MVTec AD) and
-    returns the metrics."""
+    returns the metrics.
+
+    On MVTec LOCO AD the evaluator's figures (AU-sPRO per subset and limit, image AUROC per subset) are added for
+    every method (:mod:`common.evaluation.loco`). ``save_maps="tiff"`` writes every test map at its image's size
+    to ``maps_dir`` (default ``OUTPUT_DIR/anomaly_maps``) in the layout of MVTec's LOCO evaluator."""
     start = time.time()
     dataset = method.data.test_dataset(config, data_dir, cls)
     result = method.evaluate.test_metrics(detector, config, dataset)
@@ -44,6 +50,12 @@ def evaluate(method, detector, config, thresholds, cls, data_dir, output_dir, pi
         protocols["image_f1_at_threshold"] = F1_PROTOCOL
         if not thresholds.get("held_out", True):
             notes["image_f1_at_threshold"] = "threshold calibrated on images also used for training"
+    if getattr(config, "dataset", None) == loco.DATASET:
+        loco_values, loco_protocols = loco.loco_metrics(dataset, result.maps)
+        metrics.update(loco_values)
+        protocols.update(loco_protocols)
+    if save_maps:
+        loco.save_maps(dataset, result.maps, maps_dir or os.path.join(output_dir, "anomaly_maps"), cls, save_maps)
     if pictures_dir:
         save_test_pictures(dataset, result.maps, result.scores, thresholds, pictures_dir, masks=result.masks)
     describe = getattr(method.evaluate, "results_config", None)  # optional: facts beyond the config
