@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Print a Markdown table of results JSON files next to the paper's numbers.
 
-    python scripts/make_table.py RESULTS_DIR [--digits 1] [--out FILE.md] [--all_classes] [--update README.md]
+    python scripts/make_table.py RESULTS_DIR [--digits 1] [--out FILE.md] [--all_classes] [--all_metrics] [--update README.md]
 
 ``--all_classes`` lists every MVTec AD class ("not run" where no results file exists); ``--update FILE`` replaces
 the text between ``<!-- results-table -->`` and ``<!-- /results-table -->`` in FILE (a method README) with the table.
@@ -27,6 +27,8 @@ def main(argv=None):
     parser.add_argument("--digits", type=int, default=1, help="decimals (values are in percent)")
     parser.add_argument("--out", help="also write the Markdown to this file")
     parser.add_argument("--all_classes", action="store_true", help="a row for every MVTec AD class")
+    parser.add_argument("--all_metrics", action="store_true",
+                        help="every integration limit of a metric (default: the paper's, e.g. AU-sPRO at 0.05)")
     parser.add_argument("--update", help="replace the marked results block of this Markdown file")
     args = parser.parse_args(argv)
     if not os.path.isdir(args.results_dir):
@@ -34,7 +36,7 @@ def main(argv=None):
     records = load_results(args.results_dir)
     if not records:
         raise UserError(f"no results JSON files in {args.results_dir}")
-    text = render(records, REPO_ROOT, args.digits, args.all_classes)
+    text = render(records, REPO_ROOT, args.digits, args.all_classes, args.all_metrics)
     print(text)
     if args.out:
         atomic_write_text(args.out, text)

@@ -601,3 +601,23 @@ def test_device_default_is_paddles_own_and_a_gpu_request_on_the_cpu_build_is_one
     with pytest.raises(UserError, match="no CUDA support"):
         resolve_device("gpu")
     assert device_line("cpu", 2) == "device: cpu (2 threads)" and device_line("gpu:0", 2) == "device: gpu:0"
+
+
+def test_loco_table_shows_the_paper_limit_and_the_papers_loco_auroc(tmp_path):
+    """A LOCO results file has AU-sPRO at five limits: the table shows the paper's 0.05 (all five with
+    --all_metrics), and EfficientAD-S's LOCO image AUROC (nelson1425 README 'Official Paper' 90.0) stands beside
+    image_auroc_mean, the LOCO evaluator's mean of logical and structural."""
+    metrics = {"image_auroc": 0.8, "image_auroc_mean": 0.91}
+    metrics.update({f"au_spro_{s}@{limit}": 0.5 for s in ("logical", "mean") for limit in (0.01, 0.05, 1.0)})
+    protocols = {name: f"protocol of {name}" for name in metrics}
+    results.write_results(str(tmp_path), "EfficientAD", "pushpins", metrics, protocols, {}, dataset="mvtec_loco")
+    records = results.load_results(str(tmp_path))
+    paper = report.find_paper("EfficientAD", REPO_ROOT, "mvtec_loco")
+    table = report.markdown_table(records, paper).splitlines()
+    assert table[0] == ("| class | image_auroc | image_auroc_mean | paper | Δ | au_spro_logical@0.05 | "
+                        "au_spro_mean@0.05 |")
+    assert table[-1] == "| **mean (1)** | 80.0 | 91.0 | 90.0 | +1.0 | 50.0 | 50.0 |"
+    legend = report.protocol_legend(records, paper)
+    assert "au_spro_mean@0.05" in legend and "@0.01" not in legend
+    every = report.markdown_table(records, paper, all_metrics=True).splitlines()[0]
+    assert every.count("au_spro_") == 6

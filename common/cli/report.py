@@ -86,7 +86,20 @@ def _fmt(value, digits):
 NOT_RUN = "not run"
 
 
-def markdown_table(records, paper=None, digits=1, all_classes=False):
+# A metric at several integration limits (MVTec LOCO's au_spro_*@0.01 ... @1.0) is shown at the limit its paper
+# tabulates, so a LOCO table has 10 columns rather than 25; --all_metrics shows every one.
+TABLE_LIMIT = "0.05"
+
+
+def table_metrics(records, all_metrics=False):
+    """The metric names of ``records`` a table shows, in order of first appearance."""
+    names = list(dict.fromkeys(name for r in records for name in r["metrics"]))
+    if all_metrics:
+        return names
+    return [n for n in names if "@" not in n or n.rsplit("@", 1)[1] == TABLE_LIMIT]
+
+
+def markdown_table(records, paper=None, digits=1, all_classes=False, all_metrics=False):
     """One Markdown table for the records of one method on one dataset: classes x metrics (ours, paper, Δ), mean
     row.
 
@@ -95,7 +108,7 @@ def markdown_table(records, paper=None, digits=1, all_classes=False):
     """
     if not records:
         raise UserError("no results to tabulate")
-    metric_names = list(dict.fromkeys(name for r in records for name in r["metrics"]))
+    metric_names = table_metrics(records, all_metrics)
     paper_metrics = (paper or {}).get("metrics", {})
     by_class = {_row_name(r): r for r in records}
     dataset = records[0].get("dataset") or "mvtec"
@@ -156,18 +169,20 @@ def _not_run_cells(metric_names, paper_metrics, paper_by_metric, digits):
     return row
 
 
-def protocol_legend(records, paper=None):
-    """Bullet list: each metric name with its protocol (from the results files and the paper file)."""
+def protocol_legend(records, paper=None, all_metrics=False):
+    """Bullet list: each metric name of the table with its protocol (from the results files and the paper file)."""
     protocols = {}
     for record in records:
         protocols.update(record.get("protocols") or {})
-    lines = [f"- `{name}`: {text}" for name, text in protocols.items()]
+    shown = set(table_metrics(records, all_metrics))
+    lines = [f"- `{name}`: {text}" for name, text in protocols.items() if name in shown or name not in
+             {n for r in records for n in r["metrics"]}]
     if paper:
         lines.append(f"- paper numbers: {paper['source']}")
     return "\n".join(lines)
 
 
-def render(records, repo_root, digits=1, all_classes=False):
+def render(records, repo_root, digits=1, all_classes=False, all_metrics=False):
     """One table for every (method, dataset) in ``records``, each with its paper numbers when found."""
     parts = []
     groups = list(dict.fromkeys((r.get("method", "?"), r.get("dataset") or "mvtec") for r in records))
@@ -179,6 +194,6 @@ def render(records, repo_root, digits=1, all_classes=False):
                               if v is not None and k in ("backbone", "backbone_weights", "image_size", "scale",
                                                          "epochs", "steps", "k", "seed"))
         parts.append(f"### {method} on {dataset}" + (f" ({described})" if described else ""))
-        parts.append(markdown_table(subset, paper, digits, all_classes))
-        parts.append(protocol_legend(subset, paper))
+        parts.append(markdown_table(subset, paper, digits, all_classes, all_metrics))
+        parts.append(protocol_legend(subset, paper, all_metrics))
     return "\n\n".join(parts) + "\n"
