@@ -145,12 +145,11 @@ def official_steps(record, modules, optimizer, step, dtype):
     torch = _torch()
     losses, afters = [], []
     for batch, before in zip(record.batches, record.before):
-        with torch.no_grad():
+        with torch.no_grad():  # every tensor of the torch modules from the trainer's (none left at its init)
             for prefix, module in modules.items():
-                own = module.state_dict()
-                for key, value in before.items():
-                    if key.startswith(prefix + "."):
-                        own[key[len(prefix) + 1:]].copy_(torch.from_numpy(np.asarray(value)).to(own[key[len(prefix) + 1:]].dtype))
+                for key, tensor in module.state_dict().items():
+                    if not key.endswith("num_batches_tracked"):
+                        tensor.copy_(torch.from_numpy(np.asarray(before[f"{prefix}.{key}"])).to(tensor.dtype))
         loss = step(batch, dtype)
         optimizer.zero_grad()
         loss.backward()
