@@ -560,3 +560,13 @@ def test_device_default_is_paddles_own_and_a_gpu_request_on_the_cpu_build_is_one
     with pytest.raises(UserError, match="no CUDA support"):
         resolve_device("gpu")
     assert device_line("cpu", 2) == "device: cpu (2 threads)" and device_line("gpu:0", 2) == "device: gpu:0"
+
+
+def test_infer_with_a_cpu_backend_stays_on_the_cpu_where_paddle_would_take_a_gpu(monkeypatch, capsys, tmp_path):
+    from common.cli.infer import run as run_infer
+
+    monkeypatch.setattr(paddle.device, "is_compiled_with_cuda", lambda: True)
+    monkeypatch.setattr(paddle.device.cuda, "device_count", lambda: 1)
+    with pytest.raises(UserError, match="no exported model"):  # the device is chosen and named before the model
+        run_infer(["--model_dir", str(tmp_path / "missing"), "--backend", "onnxruntime", "--threads", "2"])
+    assert capsys.readouterr().out.splitlines()[0] == "device: cpu (2 threads)"
