@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Quick start: synthetic MVTec-layout data, then for RD4AD and OrthoAD: train -> eval -> predict -> export ->
-# Paddle Inference, on tiny settings (64 px, resnet18 teacher/backbone), and the results table. A few minutes on CPU.
+# Quick start: synthetic MVTec-layout data, then for each of the four methods (RD4AD, KDAD, OrthoAD, EfficientAD):
+# train -> eval -> predict -> export -> Paddle Inference, on tiny settings (small images and networks, resnet18/VGG16
+# backbones, few steps), and the results tables. A few minutes on CPU.
 #
 #   bash scripts/quickstart.sh
 #
@@ -40,11 +41,23 @@ step "RD4AD (resnet18 teacher, 64 px, 3 epochs; the paper's setting is WRN50, 25
 rd="$OUT/rd4ad"
 run_method RD4AD-paddle "$rd" --backbone resnet18 --image_size 64 --epochs 3 --batch_size 8
 
+step "KDAD (VGG16 expert, 64 px, epochs 0..1; the paper's setting is 128 px, epochs 0..601)"
+kd="$OUT/kdad"
+run_method KDAD-paddle "$kd" --image_size 64 --epochs 1 --batch_size 8
+
 step "OrthoAD (resnet18, k=32, 64 px; the paper's setting is WRN50, k=300, 256 px)"
 od="$OUT/orthoad"
 run_method OrthoAD-paddle "$od" --backbone resnet18 --k 32 --image_size 64 --pipeline simple
 
+step "EfficientAD (PDN-S with widths / 16, a teacher distilled from resnet18 in 20 steps, 100 steps; the paper's
+setting is the full PDN-S, a teacher distilled from WRN101 on ImageNet, 70,000 steps)"
+ed="$OUT/efficientad"
+run_method EfficientAD-paddle "$ed" --out_channels 16 --width_divisor 16 --teacher_weights distill \
+    --backbone resnet18 --distill_steps 20 --distill_batch_size 2 --distill_norm_images 8 --train_steps 100 \
+    --save_interval 100
+
 step "results (percent; backbone weights: $WEIGHTS)"
-"$PYTHON" "$repo/scripts/make_table.py" "$rd/results"
-"$PYTHON" "$repo/scripts/make_table.py" "$od/results"
-echo "pictures and predictions.jsonl: $rd/bottle, $od/bottle"
+for results in "$rd" "$kd" "$od" "$ed"; do
+  "$PYTHON" "$repo/scripts/make_table.py" "$results/results"
+done
+echo "pictures and predictions.jsonl: $rd/bottle, $kd/bottle, $od/bottle, $ed/bottle"

@@ -207,6 +207,7 @@ def test_nan_stops_training_with_one_line(package, tmp_path):
     assert_nothing_half_written(out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("package", PACKAGES)
 def test_interrupted_training_resumes(package, tmp_path):
     data = make_data(tmp_path / "data")

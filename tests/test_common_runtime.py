@@ -621,3 +621,13 @@ def test_loco_table_shows_the_paper_limit_and_the_papers_loco_auroc(tmp_path):
     assert "au_spro_mean@0.05" in legend and "@0.01" not in legend
     every = report.markdown_table(records, paper, all_metrics=True).splitlines()[0]
     assert every.count("au_spro_") == 6
+
+
+def test_infer_with_a_cpu_backend_stays_on_the_cpu_where_paddle_would_take_a_gpu(monkeypatch, capsys, tmp_path):
+    from common.cli.infer import run as run_infer
+
+    monkeypatch.setattr(paddle.device, "is_compiled_with_cuda", lambda: True)
+    monkeypatch.setattr(paddle.device.cuda, "device_count", lambda: 1)
+    with pytest.raises(UserError, match="no exported model"):  # the device is chosen and named before the model
+        run_infer(["--model_dir", str(tmp_path / "missing"), "--backend", "onnxruntime", "--threads", "2"])
+    assert capsys.readouterr().out.splitlines()[0] == "device: cpu (2 threads)"

@@ -80,6 +80,7 @@ def _env():
     return dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
+@pytest.mark.slow
 def test_two_processes_take_the_same_steps_as_one(tmp_path):
     script = tmp_path / "step.py"
     script.write_text(STEP_SCRIPT)
@@ -96,6 +97,7 @@ def test_two_processes_take_the_same_steps_as_one(tmp_path):
         np.testing.assert_allclose(two[name], one[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
+@pytest.mark.slow
 def test_rd4ad_trains_with_two_processes_and_one_writer(tmp_path):
     data = tmp_path / "data"
     make_dataset(str(data), ("bottle",), size=64, n_train=12, n_test_good=2, n_test_defect=1)
@@ -113,6 +115,7 @@ def test_rd4ad_trains_with_two_processes_and_one_writer(tmp_path):
     assert "2 processes" in worker_logs
 
 
+@pytest.mark.slow
 def test_efficientad_teacher_distillation_takes_the_same_steps_with_two_processes(tmp_path):
     """The PDN has no BatchNorm: the 2-process teacher equals the 1-process teacher of the same global batch."""
     import paddle

@@ -22,6 +22,7 @@ from common.data.readers.mvtec import train_samples  # noqa: E402
 from common.data.samples import Sample  # noqa: E402
 from common.data.synthetic import make_class  # noqa: E402
 from efficientad import checkpoint, data, trainer  # noqa: E402
+from efficientad import model as em  # noqa: E402
 from efficientad.config import Config  # noqa: E402
 from method_harness import command  # noqa: E402
 
@@ -387,3 +388,32 @@ def test_detector_exports_and_runs_under_onednn(tmp_path):
         assert exported_map.shape == (2, 1, 256, 256) and exported_score.shape == (2,)
         assert relative_error(exported_map, dygraph_map) < 1e-4
         assert relative_error(exported_score, dygraph_score) < 1e-4
+
+
+# -- teacher pretraining target --------------------------------------------------------------------------------------
+class FixedBackbone(paddle.nn.Layer):
+    """Stand-in for the WRN-101 layer2/layer3 taps: returns given maps (the projection is what is tested here)."""
+
+    channels = (512, 1024)
+
+    def __init__(self, maps):
+        super().__init__()
+        self.maps = maps
+
+    def forward(self, x):
+        return [paddle.to_tensor(m) for m in self.maps]
+
+
+def test_pretraining_extractor_uses_wide_resnet101_layer2_and_layer3(monkeypatch):
+    """The default backbone is a frozen ResNetFeatures('wide_resnet101_2', ('layer2', 'layer3')), recorded through
+    a stand-in (building the real 127M-parameter network takes seconds; common's tests cover ResNetFeatures)."""
+    calls = []
+
+    def fake_resnet_features(arch, layers, weights):
+        calls.append((arch, tuple(layers), weights))
+        return FixedBackbone([np.zeros((1, 512, 4, 4), np.float32), np.zeros((1, 1024, 2, 2), np.float32)])
+
+    monkeypatch.setattr(em, "ResNetFeatures", fake_resnet_features)
+    extractor = em.PretrainingTargetExtractor(weights="some.pdparams")
+    assert calls == [("wide_resnet101_2", ("layer2", "layer3"), "some.pdparams")]
+    assert tuple(extractor(paddle.zeros([1, 3, 32, 32])).shape) == (1, 384, 4, 4)

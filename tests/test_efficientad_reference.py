@@ -24,6 +24,7 @@ from conftest import method_dir  # noqa: E402
 method_dir("EfficientAD-paddle")
 
 import paddle  # noqa: E402
+from test_efficientad import FixedBackbone  # noqa: E402 - a stand-in shared with the torch-free tests
 
 from common.networks.backbones import load_state_dict_strict  # noqa: E402
 from efficientad import detector as ed  # noqa: E402
@@ -451,42 +452,14 @@ def test_five_adam_steps_match_torch_float64_within_float32_spread():
 # ----------------------------------------------------------------------------------------------------------------
 # Teacher pretraining target
 # ----------------------------------------------------------------------------------------------------------------
-class _FixedBackbone(paddle.nn.Layer):
-    """Stand-in for the WRN-101 layer2/layer3 taps: returns given maps (the projection is what is tested here)."""
-
-    channels = (512, 1024)
-
-    def __init__(self, maps):
-        super().__init__()
-        self.maps = maps
-
-    def forward(self, x):
-        return [paddle.to_tensor(m) for m in self.maps]
-
-
 def test_pretraining_target_projection_matches_embed():
     """Unfold -> upsample -> adaptive pooling of ``embed`` equals the fixed-kernel convolutions, real channels."""
     rng = np.random.default_rng(11)
     layer2 = rng.random((2, 512, 8, 8)).astype(np.float32)     # non-negative like post-ReLU features
     layer3 = rng.random((2, 1024, 4, 4)).astype(np.float32)
-    extractor = em.PretrainingTargetExtractor(backbone=_FixedBackbone([layer2, layer3]))
+    extractor = em.PretrainingTargetExtractor(backbone=FixedBackbone([layer2, layer3]))
     ours = extractor(paddle.zeros([2, 3, 64, 64])).numpy()
     reference = torch_embed_projection(torch.from_numpy(layer2), torch.from_numpy(layer3)).numpy()
     assert ours.shape == (2, 384, 8, 8)
     assert relative_error(ours, reference) < 1e-5
     assert extractor.state_dict() == {}   # the kernels are constants, not saved
-
-
-def test_pretraining_extractor_uses_wide_resnet101_layer2_and_layer3(monkeypatch):
-    """The default backbone is a frozen ResNetFeatures('wide_resnet101_2', ('layer2', 'layer3')), recorded through
-    a stand-in (building the real 127M-parameter network takes seconds; common's tests cover ResNetFeatures)."""
-    calls = []
-
-    def fake_resnet_features(arch, layers, weights):
-        calls.append((arch, tuple(layers), weights))
-        return _FixedBackbone([np.zeros((1, 512, 4, 4), np.float32), np.zeros((1, 1024, 2, 2), np.float32)])
-
-    monkeypatch.setattr(em, "ResNetFeatures", fake_resnet_features)
-    extractor = em.PretrainingTargetExtractor(weights="some.pdparams")
-    assert calls == [("wide_resnet101_2", ("layer2", "layer3"), "some.pdparams")]
-    assert tuple(extractor(paddle.zeros([1, 3, 32, 32])).shape) == (1, 384, 4, 4)

@@ -159,6 +159,7 @@ def test_validation_fraction_holds_images_out_for_the_thresholds(tmp_path):
     assert len(train_split) == 9
 
 
+@pytest.mark.slow
 def test_trains_with_two_processes_and_one_writer(tmp_path):
     """``paddle.distributed.launch`` with 2 CPU processes: training runs, only rank 0 writes (the cloner has
     BatchNorm and Paddle's CPU build has no sync_batch_norm, so the steps are not compared with one process)."""

@@ -13,6 +13,7 @@ pytest.importorskip("ipykernel")
 NOTEBOOKS = sorted(f for f in os.listdir(os.path.join(REPO_ROOT, "notebooks")) if f.endswith(".ipynb"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs_end_to_end(name, tmp_path, monkeypatch):
     path = os.path.join(REPO_ROOT, "notebooks", name)

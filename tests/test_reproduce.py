@@ -3,10 +3,13 @@ failing class reported while the others finish, the table at the end with "not r
 import os
 import subprocess
 
+import pytest
+
 from common.data.synthetic import make_dataset
 from conftest import REPO_ROOT
 
 
+@pytest.mark.slow
 def test_two_workers_skip_finished_classes_and_survive_a_failing_one(tmp_path):
     data = tmp_path / "data"
     make_dataset(str(data), ("bottle", "carpet", "grid"), size=64, n_train=8, n_test_good=2, n_test_defect=1)

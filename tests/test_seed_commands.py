@@ -26,6 +26,7 @@ def seed_commands(package):
     return [line.strip() for line in block.splitlines() if line.strip().startswith("python ")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("package", sorted(METHODS))
 def test_seed_commands_run_as_written(package, tmp_path):
     sandbox = tmp_path / METHODS[package][0]

@@ -15,6 +15,7 @@ def tipc_config(package):
     return configs[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("package", sorted(METHODS))
 def test_lite_train_lite_infer_chain(package, tmp_path):
     text = open(tipc_config(package), encoding="utf-8").read()

@@ -51,6 +51,7 @@ def demo(tmp_path_factory):
     server.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_upload_produces_a_score_and_a_heatmap(demo):
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service

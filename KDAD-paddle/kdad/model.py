@@ -20,6 +20,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from common.networks.backbones import VGG16Features
+from common.networks.batchnorm import BatchNorm2D
 
 # Official get_networks(): 'A' = full VGG16 widths (equal_network_size: True), 'B' = the smaller cloner used
 # for the MVTec numbers.
@@ -48,29 +49,6 @@ class Expert(VGG16Features):
 
     def __init__(self, weights="imagenet", taps=EXPERT_CRITICAL_TAPS):
         super().__init__(taps=taps, weights=weights)
-
-
-class BatchNorm2D(nn.BatchNorm2D):
-    """``nn.BatchNorm2D`` whose running variance follows torch's update (unbiased batch variance).
-
-    In train mode both frameworks normalise with the biased batch variance, but torch's ``BatchNorm2d`` moves
-    ``running_var`` towards the *unbiased* one (times n / (n - 1), n = N*H*W) while Paddle 3.3 uses the biased
-    one. For MKD's batch 64 that is a 2.4e-4 relative difference at the 8x8 layers. Here the missing
-    ``(1 - momentum) * var / (n - 1)`` is added after Paddle's update; evaluation is unchanged.
-    """
-
-    def forward(self, x):
-        if not self.training:
-            return super().forward(x)
-        count = x.shape[0] * x.shape[2] * x.shape[3]
-        with paddle.no_grad():
-            centred = x - paddle.mean(x, axis=[0, 2, 3], keepdim=True)
-            batch_variance = paddle.mean(paddle.square(centred), axis=[0, 2, 3])
-        out = super().forward(x)
-        if count > 1:
-            with paddle.no_grad():
-                self._variance.set_value(self._variance + (1.0 - self._momentum) * batch_variance / (count - 1))
-        return out
 
 
 def make_cloner_layers(config):

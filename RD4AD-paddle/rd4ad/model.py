@@ -9,7 +9,8 @@ checkpoint ``{'bn': ..., 'decoder': ...}`` saved by it loads after renaming the 
 
 Initialisation as the official code: convolutions kaiming-normal with ``fan_out`` (ReLU gain), BatchNorm weight 1
 and bias 0, transposed convolutions PyTorch's default ``kaiming_uniform(a=sqrt(5))``, i.e. U(+-1/sqrt(fan_in)) with
-torch's fan_in of a (in, out, kH, kW) weight = out * kH * kW.
+torch's fan_in of a (in, out, kH, kW) weight = out * kH * kW. The trained BatchNorms keep torch's running variance
+(``common.networks.batchnorm``).
 """
 import math
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from common.networks.backbones import ResNetFeatures, check_arch
+from common.networks.batchnorm import BatchNorm2D
 
 
 @dataclass(frozen=True)
@@ -107,9 +109,9 @@ class BasicBlock(nn.Layer):
         if base_width != 64:
             raise ValueError("BasicBlock supports width_per_group=64 only")
         self.conv1 = deconv2x2(in_channels, planes) if transposed else conv3x3(in_channels, planes, stride)
-        self.bn1 = nn.BatchNorm2D(planes)
+        self.bn1 = BatchNorm2D(planes)
         self.conv2 = conv3x3(planes, planes)
-        self.bn2 = nn.BatchNorm2D(planes)
+        self.bn2 = BatchNorm2D(planes)
         self.relu = nn.ReLU()
         self._shortcut_name = "upsample" if transposed else "downsample"
         setattr(self, self._shortcut_name, shortcut)
@@ -134,11 +136,11 @@ class Bottleneck(nn.Layer):
         super().__init__()
         width = int(planes * (base_width / 64.0))
         self.conv1 = conv1x1(in_channels, width)
-        self.bn1 = nn.BatchNorm2D(width)
+        self.bn1 = BatchNorm2D(width)
         self.conv2 = deconv2x2(width, width) if transposed else conv3x3(width, width, stride)
-        self.bn2 = nn.BatchNorm2D(width)
+        self.bn2 = BatchNorm2D(width)
         self.conv3 = conv1x1(width, planes * self.expansion)
-        self.bn3 = nn.BatchNorm2D(planes * self.expansion)
+        self.bn3 = BatchNorm2D(planes * self.expansion)
         self.relu = nn.ReLU()
         self._shortcut_name = "upsample" if transposed else "downsample"
         setattr(self, self._shortcut_name, shortcut)
@@ -168,18 +170,18 @@ class OCBE(nn.Layer):
         block = BLOCKS[arch.block]
         e = block.expansion
         self.conv1 = conv3x3(64 * e, 128 * e, 2)
-        self.bn1 = nn.BatchNorm2D(128 * e)
+        self.bn1 = BatchNorm2D(128 * e)
         self.conv2 = conv3x3(128 * e, 256 * e, 2)
-        self.bn2 = nn.BatchNorm2D(256 * e)
+        self.bn2 = BatchNorm2D(256 * e)
         self.conv3 = conv3x3(128 * e, 256 * e, 2)
-        self.bn3 = nn.BatchNorm2D(256 * e)
+        self.bn3 = BatchNorm2D(256 * e)
         # Defined but unused by the official forward (issue hq-deng/RD4AD#36); kept so checkpoints load.
         self.conv4 = conv1x1(1024 * e, 512 * e)
-        self.bn4 = nn.BatchNorm2D(512 * e)
+        self.bn4 = BatchNorm2D(512 * e)
         self.relu = nn.ReLU()
         concat_channels = 3 * 256 * e
         planes = 512
-        shortcut = nn.Sequential(conv1x1(concat_channels, planes * e, 2), nn.BatchNorm2D(planes * e))
+        shortcut = nn.Sequential(conv1x1(concat_channels, planes * e, 2), BatchNorm2D(planes * e))
         blocks = [block(concat_channels, planes, 2, shortcut, base_width=arch.width_per_group)]
         blocks += [block(planes * e, planes, base_width=arch.width_per_group) for _ in range(1, arch.oce_blocks)]
         self.bn_layer = nn.Sequential(*blocks)
@@ -212,7 +214,7 @@ class Decoder(nn.Layer):
 
     def _make_stage(self, block, planes, num_blocks, base_width):
         out_channels = planes * block.expansion
-        shortcut = nn.Sequential(deconv2x2(self._in_channels, out_channels), nn.BatchNorm2D(out_channels))
+        shortcut = nn.Sequential(deconv2x2(self._in_channels, out_channels), BatchNorm2D(out_channels))
         blocks = [block(self._in_channels, planes, 2, shortcut, transposed=True, base_width=base_width)]
         self._in_channels = out_channels
         blocks += [block(out_channels, planes, base_width=base_width) for _ in range(1, num_blocks)]

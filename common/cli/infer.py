@@ -72,7 +72,8 @@ def model_folder(args):
 
 def run(argv=None):
     args = build_parser().parse_args(argv)
-    device = resolve_device(args.device)
+    # ONNX Runtime and OpenVINO run on the CPU here: without --device they do not take Paddle's default GPU
+    device = resolve_device(args.device if args.device or args.backend == "paddle" else "cpu")
     threads = set_threads(args.threads)
     print(device_line(device, threads))
     folder = model_folder(args)
