@@ -356,7 +356,6 @@ import gzip as _gzip  # noqa: E402
 import pickle as _pickle  # noqa: E402
 
 import one_class_files as _files  # noqa: E402
-
 from common.core.errors import UserError as _UserError  # noqa: E402
 from common.data.readers import cifar10 as _cifar10  # noqa: E402
 from common.data.readers import mnist as _mnist

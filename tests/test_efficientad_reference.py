@@ -15,9 +15,9 @@ import itertools
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-nn = torch.nn
-F = torch.nn.functional
+from optional_torch import F, nn, requires_torch, torch  # noqa: E402
+
+pytestmark = requires_torch  # every test here runs the torch re-statement
 
 from conftest import method_dir  # noqa: E402
 
@@ -71,19 +71,19 @@ def torch_autoencoder(out_channels=384, hidden=(32, 64), dropout=0.2):
     return nn.Sequential(*layers)
 
 
-@torch.no_grad()
 def torch_teacher_normalization(teacher, loader):
-    means = torch.stack([torch.mean(teacher(x), dim=[0, 2, 3]) for x in loader])
-    channel_mean = torch.mean(means, dim=0)[None, :, None, None]
-    distances = torch.stack([torch.mean((teacher(x) - channel_mean) ** 2, dim=[0, 2, 3]) for x in loader])
-    return channel_mean, torch.sqrt(torch.mean(distances, dim=0))[None, :, None, None]
+    with torch.no_grad():
+        means = torch.stack([torch.mean(teacher(x), dim=[0, 2, 3]) for x in loader])
+        channel_mean = torch.mean(means, dim=0)[None, :, None, None]
+        distances = torch.stack([torch.mean((teacher(x) - channel_mean) ** 2, dim=[0, 2, 3]) for x in loader])
+        return channel_mean, torch.sqrt(torch.mean(distances, dim=0))[None, :, None, None]
 
 
-@torch.no_grad()
 def torch_predict(image, teacher, student, autoencoder, mean, std, q=None, channels=384):
-    t = (teacher(image) - mean) / std
-    s = student(image)
-    a = autoencoder(image)
+    with torch.no_grad():
+        t = (teacher(image) - mean) / std
+        s = student(image)
+        a = autoencoder(image)
     map_st = torch.mean((t - s[:, :channels]) ** 2, dim=1, keepdim=True)
     map_ae = torch.mean((a - s[:, channels:]) ** 2, dim=1, keepdim=True)
     if q is not None:

@@ -17,8 +17,9 @@ import copy
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-nn = torch.nn
+from optional_torch import nn, requires_torch, torch  # noqa: E402
+
+pytestmark = requires_torch  # every test here runs the torch re-statement
 
 from scipy.ndimage import gaussian_filter  # noqa: E402
 

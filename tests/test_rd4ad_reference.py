@@ -16,9 +16,9 @@ import sys
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-nn = torch.nn
-F = torch.nn.functional
+from optional_torch import F, nn, requires_torch, torch  # noqa: E402
+
+pytestmark = requires_torch  # every test here runs the torch re-statement
 from torch_reference import TorchResNet  # noqa: E402 - needs torch
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

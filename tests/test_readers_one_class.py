@@ -6,6 +6,12 @@ import shutil
 
 import numpy as np
 import pytest
+
+from common.core.errors import UserError
+from common.data.readers import cifar10, mnist, retina
+from common.data.readers.one_class import class_index, normal_class, normal_classes
+from common.data.samples import open_sample_image
+from conftest import method_dir
 from one_class_files import (
     CIFAR_NAMES,
     OCT_COUNTS,
@@ -19,12 +25,6 @@ from one_class_files import (
     write_idx,
     write_oct,
 )
-
-from common.core.errors import UserError
-from common.data.readers import cifar10, mnist, retina
-from common.data.readers.one_class import class_index, normal_class, normal_classes
-from common.data.samples import open_sample_image
-from conftest import method_dir
 
 STYLES = ("py2", "str", "bytes")
 

@@ -1,10 +1,10 @@
 """PyTorch reference networks with torchvision's module and parameter names (tests and benchmarks only).
 
 torchvision cannot be installed next to the CPU torch build used here, so ResNet (BasicBlock, Bottleneck v1.5) and
-VGG16 are written out. Importing this module without torch installed raises ImportError.
+VGG16 are written out. Without torch the module imports (its classes are then only defined, for test collection);
+the tests that use it skip (``optional_torch.requires_torch``).
 """
-import torch
-from torch import nn
+from optional_torch import nn, torch  # torch, or stand-ins when it is missing
 
 TORCH_RESNET_CONFIG = {  # block type, blocks per stage, width per group
     "resnet18": ("basic", (2, 2, 2, 2), 64),
