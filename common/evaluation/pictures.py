@@ -101,10 +101,10 @@ def save_test_pictures(dataset, maps, scores, thresholds, out_dir, masks=None):
     pixel_threshold = (thresholds or {}).get("pixel_threshold") or image_threshold
     if masks is None and dataset.has_masks:
         masks = dataset.masks()
-    size = dataset.preprocess.output_size
+    shape = tuple(dataset.preprocess.output_shape)  # (height, width): non-square inputs too (KolektorSDD 704x256)
     for i, sample in enumerate(dataset.samples):
         picture = open_sample_image(sample)
-        image = dataset.preprocess.resize_image(picture) if maps[i].shape == (size, size) else np.asarray(picture)
+        image = dataset.preprocess.resize_image(picture) if maps[i].shape == shape else np.asarray(picture)
         save_prediction(out_dir, sample.name, image, maps[i], float(scores[i]), image_threshold, pixel_threshold,
                         gt_mask=None if masks is None else masks[i], source=sample.path)
     print(f"pictures of {len(dataset)} test images in {out_dir}")
