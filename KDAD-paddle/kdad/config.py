@@ -8,6 +8,7 @@ Paddle port's file name with the same values. The official/port key names are ac
 """
 import os
 from dataclasses import dataclass
+from typing import Optional
 
 from common.core.config import EVAL, EXPORT, PREDICT, TRAIN, option
 from common.data.options import DataOptions
@@ -30,8 +31,16 @@ class Config(DataOptions):
                                    modes=ALL_COMMANDS)
     cloner_config: str = option("B", "cloner widths: B (the smaller network of the MVTec numbers) or A (VGG16 "
                                 "widths, equal_network_size: True)", model=True, choices=("A", "B"))
-    image_size: int = option(128, "square input size (PIL bilinear resize, [0, 1], no ImageNet normalisation)",
-                             model=True)
+    image_size: int = option(128, "square network input size: the resize target, or the centre crop when --resize "
+                             "is set", model=True)
+    resize: Optional[int] = option(None, "resize to this square size first, then centre-crop to image_size "
+                                   "(official CIFAR-10: 256 -> 224); unset: resize straight to image_size",
+                                   model=True)
+    interpolation: str = option("bilinear", "PIL resampling filter of the resize: bilinear (torchvision's default) "
+                                "or lanczos (PIL ANTIALIAS, the official CIFAR-10 transform)", model=True,
+                                choices=("bilinear", "lanczos", "bicubic", "nearest"))
+    normalize: bool = option(False, "ImageNet mean/std normalisation after scaling to [0, 1] (official CIFAR-10 "
+                             "only; MVTec, MNIST, Fashion-MNIST, Retinal-OCT stay in [0, 1])", model=True)
     epochs: int = option(601, "the official num_epochs: the loop runs epochs 0..epochs (epochs + 1 passes), as the "
                          "official range(num_epochs + 1)", aliases=("num_epochs",))
     batch_size: int = option(64, "training batch size")
@@ -68,6 +77,11 @@ class Config(DataOptions):
             from common.core.errors import UserError
 
             raise UserError(f"image_size must be a multiple of 32 (five 2x2 max-pools), got {self.image_size}")
+        if self.resize is not None and int(self.resize) < int(self.image_size):
+            from common.core.errors import UserError
+
+            raise UserError(f"resize ({self.resize}) must be at least image_size ({self.image_size}), the centre "
+                            "crop taken from it")
 
     @property
     def method_name(self):

@@ -1,5 +1,8 @@
-"""KDAD's data, as the official ``dataloader.py``/``ImageFolder`` for MVTec: PIL bilinear resize to 128x128,
-``ToTensor`` (values in [0, 1]), no ImageNet normalisation, no augmentation.
+"""KDAD's data, as the official ``dataloader.py``: for MVTec (``ImageFolder``) and Retinal-OCT a PIL bilinear resize
+to 128x128, ``ToTensor`` (values in [0, 1]), no ImageNet normalisation, no augmentation; for MNIST/Fashion-MNIST
+the same at 32x32 (one channel repeated to three); for CIFAR-10 ``Resize((256, 256), ANTIALIAS)``,
+``CenterCrop(224)`` and ImageNet normalisation. The options ``resize``, ``interpolation`` and ``normalize`` carry
+these; ``configs/DATASET.yaml`` sets them per dataset.
 
 Localisation ground truth (official ``load_localization_data``): the mask loaded as RGB, resized bilinearly to the
 input size and averaged over its channels -> a *soft* mask in [0, 1] (:func:`soft_masks`). The standard metrics use
@@ -16,8 +19,15 @@ from common.data.transforms import Preprocess
 
 
 def preprocess(config):
-    return Preprocess(resize=int(config.image_size), crop=None, interpolation="bilinear", backend="pil",
-                      normalize=False, mask_interpolation="bilinear", mask_threshold=0.5)
+    """The official transform of ``config.dataset`` as the config states it (``configs/DATASET.yaml``): PIL resize
+    (``interpolation``) to ``resize`` then centre crop to ``image_size``, or straight to ``image_size``; [0, 1];
+    ImageNet normalisation when ``normalize``. Grayscale MNIST images become RGB before the resize, which equals
+    the official resize of the one channel followed by ``X.repeat(1, 3, 1, 1)`` (each channel resized alike)."""
+    resize = getattr(config, "resize", None)
+    return Preprocess(resize=int(resize or config.image_size), crop=int(config.image_size) if resize else None,
+                      interpolation=getattr(config, "interpolation", "bilinear"), backend="pil",
+                      normalize=bool(getattr(config, "normalize", False)), mask_interpolation="bilinear",
+                      mask_threshold=0.5)
 
 
 def training_split(config, data_dir, cls):
