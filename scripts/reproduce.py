@@ -83,7 +83,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per worker (default: cores / workers)")
     parser.add_argument("--classes", "--cls", dest="classes", default="all",
                         help="all | textures | objects | a comma-separated list (for a "
-                                                         "one-class dataset: class names or indices)")
+                             "one-class dataset: class names or indices)")
     parser.add_argument("--dataset", default="mvtec", help="dataset format (mvtec, mvtec_loco, visa, kolektor, "
                                                            "kolektor2, btech, cifar10, mnist, fashionmnist, retina)")
     parser.add_argument("--fold", type=int, default=None, help="fold of a format with folds (kolektor)")
