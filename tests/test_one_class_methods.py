@@ -200,20 +200,7 @@ def test_rd4ad_one_class_train_eval_and_the_official_detection(dataset, data, tm
     assert round(metrics["image_auroc_sum"], 4) == pytest.approx(by_sum, abs=1e-12)
 
 
-# -- the official default command ---------------------------------------------------------------------------------
-def test_official_default_command_runs_cifar10(data, tmp_path):
-    """``python train.py --config configs/config.yaml --dataset_root DATA --normal_class 3`` as the KDAD README
-    lists it: CIFAR-10 class 3 (cat) with the official settings; epochs and the expert are shortened from the command
-    line so that it runs in seconds."""
-    root, _ = data["cifar10"]
-    short = ("--epochs", 0, "--batch_size", 2, "--backbone_weights", "random", "--threads", 2)
-    result = run_script("kdad", "train.py", "--config", "configs/config.yaml", "--dataset_root", root,
-                        "--normal_class", 3, "--output_dir", tmp_path / "out", *short, timeout=600)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    assert "cat" in result.stdout and "224 px" in result.stdout
-    class_config = kdad_checkpoint.load(str(tmp_path / "out" / "cat"))[1]
-    assert (class_config.dataset, class_config.image_size, class_config.resize, class_config.interpolation,
-            class_config.normalize, class_config.lamda) == ("cifar10", 224, 256, "lanczos", True, 0.01)
+# the official default command (configs/config.yaml, CIFAR-10 class 3): tests/test_seed_commands.py
 
 
 # -- bad input through the commands ------------------------------------------------------------------------------
