@@ -212,3 +212,32 @@ def test_normal_class_outside_the_dataset_is_one_error_line(package, data, tmp_p
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
     assert result.returncode == 2, result.stdout + result.stderr
     assert len(lines) == 1 and lines[0].startswith("error:") and "10" in lines[0] and "0, 1, 2" in lines[0]
+
+
+def _truncated_archive(root):
+    archive = files.write_cifar_archive(str(root), files.cifar_files(files.cifar_batches(), "py2"))
+    with open(archive, "r+b") as handle:
+        handle.truncate(os.path.getsize(archive) // 2)
+    return "cifar10", archive
+
+
+def _idx_counts_disagree(root):
+    arrays = files.mnist_arrays()
+    arrays["train"] = (arrays["train"][0], arrays["train"][1][:-1])  # 12 images, 11 labels
+    paths = files.write_idx(str(root), arrays)
+    return "mnist", paths[0]
+
+
+@pytest.mark.parametrize("make", [_truncated_archive, _idx_counts_disagree], ids=["truncated_archive",
+                                                                                  "idx_counts_disagree"])
+def test_damaged_files_through_the_command_are_one_error_line(make, tmp_path):
+    dataset, named = make(tmp_path / "data")
+    result = run_script("kdad", "main.py", "--mode", "train", "--dataset", dataset, "--normal_class", 3,
+                        "--data_dir", tmp_path / "data", "--output_dir", tmp_path / "out", "--backbone_weights",
+                        "random")
+    # as tests/test_bad_input.py: exit 2, no traceback, an ``error:`` last line; a file read inside the per-class
+    # loop is named on the class's own line before it ("[3] training failed: FILE ...")
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and lines[-1].startswith("error:"), lines
+    assert os.path.basename(named) in result.stderr and len(lines) <= 2, lines

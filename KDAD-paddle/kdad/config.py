@@ -1,8 +1,11 @@
 """KDAD/MKD's options: the official MVTec settings (Niousha12/Knowledge_Distillation_AD ``configs/config.yaml`` with
 ``dataset_name: mvtec``, ``lamda: 0.5``, ``num_epochs: 601``) as dataclass defaults.
 
-``configs/default.yaml`` restates these defaults (a test keeps the two equal); ``configs/config.yaml`` is the earlier
-Paddle port's file name with the same values. The official/port key names are accepted as aliases
+``configs/default.yaml`` restates these defaults (a test keeps the two equal). The one-class sets have their own
+files with the official settings (``configs/cifar10.yaml``, ``mnist.yaml``, ``fashionmnist.yaml``, ``retina.yaml``:
+``resize``/``image_size``/``interpolation``/``normalize``, ``lamda: 0.01``, the official epochs), and
+``configs/config.yaml`` is the official repository's default file (CIFAR-10, normal class 3).
+The official/port key names are accepted as aliases
 (``--num_epochs``, ``--learning_rate``, ``--lamda``, ``--localization_method``); ``epochs`` and
 ``validation_fraction`` are the names every method uses for the same ideas.
 """
