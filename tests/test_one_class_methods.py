@@ -10,6 +10,8 @@ channel of MNIST three times.
 """
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import one_class_files as files
@@ -21,7 +23,7 @@ from sklearn.metrics import roc_auc_score
 
 from common.core import config as cfg
 from common.data import readers
-from conftest import method_dir
+from conftest import REPO_ROOT, method_dir
 from method_harness import command, run_script
 from metric_references import official_detection_test
 
@@ -241,3 +243,29 @@ def test_damaged_files_through_the_command_are_one_error_line(make, tmp_path):
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr and lines[-1].startswith("error:"), lines
     assert os.path.basename(named) in result.stderr and len(lines) <= 2, lines
+
+
+# -- a whole benchmark through scripts/reproduce.sh ---------------------------------------------------------------
+def test_reproduce_runs_the_ten_classes_with_the_dataset_config(data, tmp_path):
+    """``scripts/reproduce.py kdad --dataset mnist --cls all``: every one of the ten classes is trained (with
+    ``configs/mnist.yaml``, the official MNIST settings) and evaluated by a worker. ``PYTHON`` is a stand-in that
+    records each command instead of running it, so the scheduling is checked in a second."""
+    root, _ = data["mnist"]
+    calls = tmp_path / "calls.txt"
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    fake.chmod(0o755)
+    env = dict(os.environ, DATA_DIR=str(root), OUTPUT_DIR=str(tmp_path / "out"), LOG_DIR=str(tmp_path / "logs"),
+               PYTHON=str(fake))
+    # reproduce.sh is ``exec $PYTHON scripts/reproduce.py``: called directly so that PYTHON is the stand-in only
+    # for the per-class commands
+    result = subprocess.run([sys.executable, "scripts/reproduce.py", "kdad", "--dataset", "mnist", "--cls", "all",
+                             "--workers", "2", "--threads", "1"], cwd=REPO_ROOT, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = calls.read_text().splitlines()
+    trained = sorted(line.split("--cls ")[1].split()[0] for line in lines if "--mode train" in line)
+    evaluated = sorted(line.split("--cls ")[1].split()[0] for line in lines if "--mode eval" in line)
+    assert trained == evaluated == [str(digit) for digit in range(10)]
+    assert all("--dataset mnist" in line and "--config configs/mnist.yaml" in line
+               for line in lines if "--mode train" in line)
