@@ -269,3 +269,22 @@ def test_reproduce_runs_the_ten_classes_with_the_dataset_config(data, tmp_path):
     assert trained == evaluated == [str(digit) for digit in range(10)]
     assert all("--dataset mnist" in line and "--config configs/mnist.yaml" in line
                for line in lines if "--mode train" in line)
+
+
+def test_kdad_official_retina_training_set_is_an_option(data, tmp_path, capsys):
+    """``--train_classes all``: the official ``ImageFolder('OCT2017/train')``, every class folder (2 CNV, 1 DME,
+    1 DRUSEN, 3 NORMAL in the tiny copy); the default trains on NORMAL only. Thresholds come from NORMAL images."""
+    root, _ = data["retina"]
+    common = ("--config", os.path.join(KDAD_DIR, "configs", "retina.yaml"), "--normal_class", 3, "--data_dir", root,
+              "--backbone_weights", "random", "--epochs", 0, "--batch_size", 2, "--image_size", 32, "--threads", 2)
+    for option, count in (("normal", 3), ("all", 7)):
+        capsys.readouterr()
+        command("kdad", "train", *common, "--train_classes", option, "--output_dir", tmp_path / option)
+        assert f"on {count} images" in capsys.readouterr().out
+        with open(tmp_path / option / "NORMAL" / "thresholds.json", encoding="utf-8") as handle:
+            record = json.load(handle)
+        assert record["num_images"] == 3 and all("NORMAL" in path for path in record["calibration_images"])
+    with pytest.raises(SystemExit) as info:
+        command("kdad", "train", "--dataset", "mnist", "--train_classes", "all", "--data_dir", data["mnist"][0],
+                "--output_dir", tmp_path / "mnist")
+    assert info.value.code == 2

@@ -62,6 +62,9 @@ class Config(DataOptions):
     smoothgrad_samples: int = option(50, "SmoothGrad noisy copies", model=True)
     sigma: float = option(4.0, "Gaussian sigma of the saliency map", model=True)
     seed: int = option(0, "random seed (Python, NumPy, Paddle); the official code sets none")
+    train_classes: str = option("normal", "training images: normal (the normal class only, the one-class protocol) "
+                                "or all (--dataset retina: every class folder of OCT2017/train, as the official "
+                                "ImageFolder reads it)", modes=(TRAIN,), choices=("normal", "all"))
     validation_fraction: float = option(0.0, "share of train/good held out from training to calibrate the "
                                         "thresholds of predict/infer (0: train on every image, as the paper)",
                                         aliases=("calibration_fraction",))
@@ -80,6 +83,11 @@ class Config(DataOptions):
             from common.core.errors import UserError
 
             raise UserError(f"image_size must be a multiple of 32 (five 2x2 max-pools), got {self.image_size}")
+        if self.train_classes == "all" and self.dataset != "retina":
+            from common.core.errors import UserError
+
+            raise UserError(f"--train_classes all applies to --dataset retina only (the official code's ImageFolder "
+                            f"over OCT2017/train), not to {self.dataset}")
         if self.resize is not None and int(self.resize) < int(self.image_size):
             from common.core.errors import UserError
 

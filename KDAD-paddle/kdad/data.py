@@ -12,9 +12,9 @@ import numpy as np
 from PIL import Image
 
 from common.data.dataset import ImageDataset
-from common.data.readers import test_samples
+from common.data.readers import retina, test_samples
 from common.data.samples import open_sample_mask, sample_size
-from common.data.splits import holdout_split
+from common.data.splits import calibration_split, holdout_split
 from common.data.transforms import Preprocess
 
 
@@ -34,6 +34,12 @@ def training_split(config, data_dir, cls):
     """``(train, calibration)`` samples: all good training images for training and none held out when
     ``validation_fraction`` is 0 (the official code), else a seeded hold-out for the thresholds; a format with its
     own validation images (MVTec LOCO) calibrates on those."""
+    if getattr(config, "train_classes", "normal") == "all":
+        # the official Retinal-OCT run: ImageFolder over the whole OCT2017/train, every class (labelled 1 when not
+        # the normal class; the trainer calibrates the thresholds on the normal ones only)
+        samples = retina.train(data_dir, cls, config.fold, all_classes=True)
+        train, calibration = calibration_split(samples, config.validation_fraction, config.seed)
+        return train, [sample for sample in calibration if sample.label == 0]
     return holdout_split(config.dataset, data_dir, cls, config.fold, config.validation_fraction, config.seed)
 
 
