@@ -2,12 +2,13 @@
 """Full-protocol runs of one method over the classes of a benchmark, classes in parallel (one per GPU), resumable.
 
     scripts/reproduce.sh METHOD [--dataset NAME] [--fold N] [--gpus 0,1,...] [--workers N]
-                         [--classes all|textures|objects|a,b] [-- TRAIN OPTIONS]
+                         [--classes|--cls all|textures|objects|a,b] [-- TRAIN OPTIONS]
 
 A benchmark is a ``--dataset`` (default MVTec AD; also mvtec_loco, visa, kolektor with ``--fold``, kolektor2, btech,
 and the one-class cifar10, mnist, fashionmnist, retina, whose classes are the ten (four) normal classes). Each class
-trains with the method folder's ``configs/default.yaml`` (the paper's protocol; add ``-- --config configs/X.yaml``
-for a dataset's own settings), then evaluates; its
+trains with the method folder's ``configs/DATASET.yaml`` when there is one (the one-class sets: e.g. KDAD's
+``configs/cifar10.yaml``, the official CIFAR-10 settings), else ``configs/default.yaml`` (the paper's protocol); a
+``--config`` among the TRAIN OPTIONS wins. Then it evaluates; its
 logs go to ``LOG_DIR/CLASS_{train,eval}.log``. A class whose results file exists is skipped, so an interrupted run
 continues where it stopped (every class trains with ``--resume``: one stopped mid-training continues from its last
 saved state, bit for bit as if it had not stopped). A failing class is
@@ -39,6 +40,14 @@ RESULT_NAMES = {"RD4AD-paddle": "RD4AD", "KDAD-paddle": "KDAD", "OrthoAD-paddle"
                 "EfficientAD-paddle": "EfficientAD"}
 
 
+def dataset_config(folder, dataset, extra):
+    """``["--config", "configs/DATASET.yaml"]`` when the method folder has that file and ``extra`` gives no config."""
+    if "--config" in extra or any(str(word).startswith("--config=") for word in extra):
+        return []
+    name = os.path.join("configs", f"{dataset}.yaml")
+    return ["--config", name] if os.path.isfile(os.path.join(folder, name)) else []
+
+
 def run_class(cls, device, threads, folder, paths, extra, lock):
     """Train (resuming a state left by an interrupted run) and evaluate one class; returns None or the failure."""
     python = os.environ.get("PYTHON", sys.executable)
@@ -48,7 +57,8 @@ def run_class(cls, device, threads, folder, paths, extra, lock):
         common += ["--threads", str(threads)]
     # --resume: a class killed mid-training continues from its last state, one never started begins, one finished
     # (model and thresholds written) is left as it is (common.training.state)
-    steps = (("train", ["--mode", "train", *common, "--resume", *extra]),
+    steps = (("train", ["--mode", "train", *common, "--resume", *dataset_config(folder, paths["dataset"], extra),
+                        *extra]),
              ("eval", ["--mode", "eval", *common]))
     for name, args in steps:
         log = os.path.join(paths["logs"], f"{cls}_{name}.log")
@@ -71,8 +81,9 @@ def main(argv=None):
     parser.add_argument("--gpus", default=None, help="comma-separated GPU ids: one worker per GPU")
     parser.add_argument("--workers", type=int, default=1, help="CPU workers when --gpus is not given")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per worker (default: cores / workers)")
-    parser.add_argument("--classes", default="all", help="all | textures | objects | a comma-separated list (for a "
-                                                         "one-class dataset: class names or indices)")
+    parser.add_argument("--classes", "--cls", dest="classes", default="all",
+                        help="all | textures | objects | a comma-separated list (for a "
+                             "one-class dataset: class names or indices)")
     parser.add_argument("--dataset", default="mvtec", help="dataset format (mvtec, mvtec_loco, visa, kolektor, "
                                                            "kolektor2, btech, cifar10, mnist, fashionmnist, retina)")
     parser.add_argument("--fold", type=int, default=None, help="fold of a format with folds (kolektor)")

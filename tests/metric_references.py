@@ -375,3 +375,21 @@ def loco_reference(maps, gt_channels, defect_types, rng=None, max_num_scores=10_
     auc_roc["all"] = loco_classification_auc_roc([scores[i] for i in good],
                                                  [scores[i] for i in range(n) if defect_types[i] != "good"])
     return {"au_spro": auc_spro, "image_auroc": auc_roc, "num_thresholds": len(thresholds)}
+
+
+def official_detection_test(class_labels, scores, target_class):
+    """KDAD ``detection_test`` after the scores are computed, restated without scikit-learn: the normal class is
+    marked 1 and the rest 0, the ROC has the anomalies (label 0) as positives and one point per distinct score
+    (highest first) after (0, 0), its trapezoid area is rounded to 4 decimals."""
+    labels = [1 if label == target_class else 0 for label in class_labels]
+    positives = sum(1 for label in labels if label == 0)
+    negatives = len(labels) - positives
+    points = [(0.0, 0.0)]
+    for threshold in sorted(set(scores), reverse=True):
+        tp = sum(1 for label, score in zip(labels, scores) if score >= threshold and label == 0)
+        fp = sum(1 for label, score in zip(labels, scores) if score >= threshold and label == 1)
+        points.append((fp / negatives, tp / positives))
+    area = 0.0
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        area += (x1 - x0) * (y0 + y1) / 2
+    return round(np.float64(area), 4)

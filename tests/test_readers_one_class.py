@@ -12,6 +12,7 @@ from common.data.readers import cifar10, mnist, retina
 from common.data.readers.one_class import class_index, normal_class, normal_classes
 from common.data.samples import open_sample_image
 from conftest import method_dir
+from metric_references import official_detection_test
 from one_class_files import (
     CIFAR_NAMES,
     OCT_COUNTS,
@@ -360,24 +361,6 @@ def test_a_class_outside_the_dataset_is_one_line_listing_the_valid_ones(fmt, val
 
 
 # -- detection AUROC ----------------------------------------------------------------------------------------------
-def official_detection_test(class_labels, scores, target_class):
-    """KDAD ``detection_test`` after the scores are computed, restated without scikit-learn: the normal class is
-    marked 1 and the rest 0, the ROC has the anomalies (label 0) as positives and one point per distinct score
-    (highest first) after (0, 0), its trapezoid area is rounded to 4 decimals."""
-    labels = [1 if label == target_class else 0 for label in class_labels]
-    positives = sum(1 for label in labels if label == 0)
-    negatives = len(labels) - positives
-    points = [(0.0, 0.0)]
-    for threshold in sorted(set(scores), reverse=True):
-        tp = sum(1 for label, score in zip(labels, scores) if score >= threshold and label == 0)
-        fp = sum(1 for label, score in zip(labels, scores) if score >= threshold and label == 1)
-        points.append((fp / negatives, tp / positives))
-    area = 0.0
-    for (x0, y0), (x1, y1) in zip(points, points[1:]):
-        area += (x1 - x0) * (y0 + y1) / 2
-    return round(np.float64(area), 4)
-
-
 @pytest.mark.parametrize("seed", range(6))
 def test_detection_auroc_matches_the_official_function(seed):
     rng = np.random.default_rng(seed)

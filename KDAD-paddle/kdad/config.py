@@ -1,13 +1,17 @@
 """KDAD/MKD's options: the official MVTec settings (Niousha12/Knowledge_Distillation_AD ``configs/config.yaml`` with
 ``dataset_name: mvtec``, ``lamda: 0.5``, ``num_epochs: 601``) as dataclass defaults.
 
-``configs/default.yaml`` restates these defaults (a test keeps the two equal); ``configs/config.yaml`` is the earlier
-Paddle port's file name with the same values. The official/port key names are accepted as aliases
+``configs/default.yaml`` restates these defaults (a test keeps the two equal). The one-class sets have their own
+files with the official settings (``configs/cifar10.yaml``, ``mnist.yaml``, ``fashionmnist.yaml``, ``retina.yaml``:
+``resize``/``image_size``/``interpolation``/``normalize``, ``lamda: 0.01``, the official epochs), and
+``configs/config.yaml`` is the official repository's default file (CIFAR-10, normal class 3).
+The official/port key names are accepted as aliases
 (``--num_epochs``, ``--learning_rate``, ``--lamda``, ``--localization_method``); ``epochs`` and
 ``validation_fraction`` are the names every method uses for the same ideas.
 """
 import os
 from dataclasses import dataclass
+from typing import Optional
 
 from common.core.config import EVAL, EXPORT, PREDICT, TRAIN, option
 from common.data.options import DataOptions
@@ -31,8 +35,16 @@ class Config(DataOptions):
                                    modes=ALL_COMMANDS)
     cloner_config: str = option("B", "cloner widths: B (the smaller network of the MVTec numbers) or A (VGG16 "
                                 "widths, equal_network_size: True)", model=True, choices=("A", "B"))
-    image_size: int = option(128, "square input size (PIL bilinear resize, [0, 1], no ImageNet normalisation)",
-                             model=True)
+    image_size: int = option(128, "square network input size: the resize target, or the centre crop when --resize "
+                             "is set", model=True)
+    resize: Optional[int] = option(None, "resize to this square size first, then centre-crop to image_size "
+                                   "(official CIFAR-10: 256 -> 224); unset: resize straight to image_size",
+                                   model=True)
+    interpolation: str = option("bilinear", "PIL resampling filter of the resize: bilinear (torchvision's default) "
+                                "or lanczos (PIL ANTIALIAS, the official CIFAR-10 transform)", model=True,
+                                choices=("bilinear", "lanczos", "bicubic", "nearest"))
+    normalize: bool = option(False, "ImageNet mean/std normalisation after scaling to [0, 1] (official CIFAR-10 "
+                             "only; MVTec, MNIST, Fashion-MNIST, Retinal-OCT stay in [0, 1])", model=True)
     epochs: int = option(601, "the official num_epochs: the loop runs epochs 0..epochs (epochs + 1 passes), as the "
                          "official range(num_epochs + 1)", aliases=("num_epochs",))
     batch_size: int = option(64, "training batch size")
@@ -51,6 +63,9 @@ class Config(DataOptions):
     smoothgrad_samples: int = option(50, "SmoothGrad noisy copies", model=True)
     sigma: float = option(4.0, "Gaussian sigma of the saliency map", model=True)
     seed: int = option(0, "random seed (Python, NumPy, Paddle); the official code sets none")
+    train_classes: str = option("normal", "training images: normal (the normal class only, the one-class protocol) "
+                                "or all (--dataset retina: every class folder of OCT2017/train, as the official "
+                                "ImageFolder reads it)", modes=(TRAIN,), choices=("normal", "all"))
     validation_fraction: float = option(0.0, "share of train/good held out from training to calibrate the "
                                         "thresholds of predict/infer (0: train on every image, as the paper)",
                                         aliases=("calibration_fraction",))
@@ -69,6 +84,16 @@ class Config(DataOptions):
             from common.core.errors import UserError
 
             raise UserError(f"image_size must be a multiple of 32 (five 2x2 max-pools), got {self.image_size}")
+        if self.train_classes == "all" and self.dataset != "retina":
+            from common.core.errors import UserError
+
+            raise UserError(f"--train_classes all applies to --dataset retina only (the official code's ImageFolder "
+                            f"over OCT2017/train), not to {self.dataset}")
+        if self.resize is not None and int(self.resize) < int(self.image_size):
+            from common.core.errors import UserError
+
+            raise UserError(f"resize ({self.resize}) must be at least image_size ({self.image_size}), the centre "
+                            "crop taken from it")
 
     @property
     def method_name(self):

@@ -10,9 +10,14 @@ min-max where the official method does it, Gaussian sigma 4). Then:
   3x3-cross opening, 1000 fixed thresholds;
 - ``image_auroc``, ``pixel_auroc``, ``au_pro``: the standard protocols (common.evaluation) on all test images,
   masks binarised at 0.5.
+
+On the one-class sets (``--dataset cifar10|mnist|fashionmnist|retina``) only the detection score is computed, as
+the official ``test.py`` with ``localization_test: False``: ``kdad_detection_auroc`` and ``image_auroc`` (the same
+ranking, unrounded); the pixel metrics and ``kdad_localization_auroc`` are None with a note (no masks).
 """
 import numpy as np
 
+from common.data.readers import dataset_format
 from common.evaluation.collect import collect
 from common.evaluation.evaluate import STANDARD_PROTOCOLS, TestResult, standard_metrics
 
@@ -43,16 +48,39 @@ def test_maps(detector, config, dataset):
     return collect(run_batch, dataset, config.eval_batch_size, config.num_workers, "evaluate")
 
 
+def test_scores(detector, config, dataset):
+    """Detection scores (N,) over ``dataset`` without saliency maps (no input gradients): the official
+    ``detection_test`` pass, used on the one-class sets."""
+    detector.eval()
+
+    def run_batch(images):
+        scores = detector.scores(images).numpy()
+        return np.zeros((len(scores), 0, 0), dtype=np.float32), scores
+
+    return collect(run_batch, dataset, config.eval_batch_size, config.num_workers, "evaluate")[1]
+
+
+def score_only(config):
+    """True on the one-class novelty sets (CIFAR-10, MNIST, Fashion-MNIST, Retinal-OCT): they have no masks and the
+    official code runs only ``detection_test`` on them, so no saliency map is computed."""
+    return dataset_format(config.dataset).kind == "one_class"
+
+
 def test_metrics(detector, config, dataset):
-    """The official MKD metrics and the standard ones on the same maps: a :class:`TestResult`."""
+    """The official MKD metrics and the standard ones on the same maps: a :class:`TestResult` (maps None and the
+    pixel metrics None with a note on the one-class sets, which are scored only)."""
+    if score_only(config):
+        scores = test_scores(detector, config, dataset)
+        metrics, notes, _ = standard_metrics(dataset, scores, None, protocols=("image_auroc", "pixel_auroc",
+                                                                                "au_pro"))
+        metrics["kdad_detection_auroc"] = _detection_auroc(scores, dataset.labels, notes)
+        metrics["kdad_localization_auroc"] = None
+        notes["kdad_localization_auroc"] = "one-class set: no masks (the official code runs detection_test only)"
+        return TestResult(metrics, notes, None, scores, None)
     maps, scores = test_maps(detector, config, dataset)
     metrics, notes, _ = standard_metrics(dataset, scores, maps, protocols=("image_auroc", "pixel_auroc", "au_pro"))
     labels = dataset.labels
-    if labels.min() != labels.max():
-        metrics["kdad_detection_auroc"] = kdad_detection_auroc(scores, labels == 1)
-    else:
-        metrics["kdad_detection_auroc"] = None
-        notes["kdad_detection_auroc"] = "needs good and defective test images"
+    metrics["kdad_detection_auroc"] = _detection_auroc(scores, labels, notes)
     defective = np.flatnonzero(labels == 1)
     if dataset.has_masks and len(defective):
         gt = soft_masks([dataset.samples[i] for i in defective], maps.shape[-1])
@@ -65,4 +93,11 @@ def test_metrics(detector, config, dataset):
         metrics["kdad_localization_auroc"] = None
         notes["kdad_localization_auroc"] = "needs defective test images with masks"
     return TestResult(metrics, notes, maps, scores, None)
+
+
+def _detection_auroc(scores, labels, notes):
+    if labels.min() != labels.max():
+        return kdad_detection_auroc(scores, labels == 1)
+    notes["kdad_detection_auroc"] = "needs good and defective test images"
+    return None
 

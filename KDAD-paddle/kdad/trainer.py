@@ -42,8 +42,9 @@ from .model import trainable_parameters
 
 warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")
 
-RESUME_MUST_MATCH = ("dataset", "fold", "backbone", "backbone_weights", "cloner_config", "image_size", "batch_size",
-                     "lr", "lamda", "loss_form", "seed", "validation_fraction")
+RESUME_MUST_MATCH = ("dataset", "fold", "train_classes", "backbone", "backbone_weights", "cloner_config", "image_size",
+                     "resize", "interpolation", "normalize", "batch_size", "lr", "lamda", "loss_form", "seed",
+                     "validation_fraction")
 
 
 def train(config, cls, data_dir, output_dir, resume=None):
@@ -66,7 +67,8 @@ def _train(config, cls, data_dir, output_dir, resume):
         return finished_class(cls, out_dir, checkpoint, point, "passes", log)
     train_samples, calibration_samples = training_split(config, data_dir, cls)
     train_set = dataset(train_samples, config)
-    calibration_set = dataset(calibration_samples or train_samples, config)
+    # thresholds from normal images only (--train_classes all trains on other classes too)
+    calibration_set = dataset(calibration_samples or [s for s in train_samples if s.label == 0], config)
     test_set = None
     if config.eval_interval:
         from .data import test_dataset

@@ -26,6 +26,9 @@ class Config(DataOptions):
                                    "FILE.pdparams (e.g. converted torchvision weights; on eval/predict/export: only to "
                                    "point to a moved weight file)", modes=ALL_COMMANDS)
     image_size: int = option(256, "square input size (PIL bilinear resize, no crop)", model=True)
+    normalize: bool = option(True, "ImageNet mean/std normalisation after scaling to [0, 1] (official: MVTec and "
+                             "CIFAR-10; the official one-class loader leaves MNIST, Fashion-MNIST and Retinal-OCT "
+                             "in [0, 1])", model=True)
     epochs: int = option(200, "training epochs")
     batch_size: int = option(16, "training batch size")
     lr: float = option(0.005, "Adam learning rate")

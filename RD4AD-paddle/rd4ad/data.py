@@ -2,6 +2,8 @@
 
 Official ``dataset.py``/``test.py``: PIL bilinear resize to a square (the CenterCrop that follows is a no-op),
 ImageNet normalisation, no augmentation; masks resized bilinearly as 8-bit images and binarised at 0.5.
+One-class sets (official ``dataset.py::load_data``): ``Resize((32, 32))`` for CIFAR-10 (normalised), MNIST and
+Fashion-MNIST (not normalised), ``Resize([128, 128])`` for Retinal-OCT (not normalised); ``configs/DATASET.yaml``.
 """
 from common.data.dataset import ImageDataset
 from common.data.readers import test_samples
@@ -10,8 +12,10 @@ from common.data.transforms import Preprocess
 
 
 def preprocess(config):
+    """Grayscale MNIST images become RGB before the resize: the official ``img.repeat(1, 3, 1, 1)`` after it."""
     return Preprocess(resize=int(config.image_size), crop=None, interpolation="bilinear", backend="pil",
-                      normalize=True, mask_interpolation="bilinear", mask_threshold=0.5)
+                      normalize=bool(getattr(config, "normalize", True)), mask_interpolation="bilinear",
+                      mask_threshold=0.5)
 
 
 def training_split(config, data_dir, cls):

@@ -26,7 +26,8 @@ STANDARD_PROTOCOLS = {
 F1_PROTOCOL = "F1 of score >= the calibrated image threshold (thresholds.json)"
 
 # What a method's test_metrics returns: metric name -> value (None when not defined), metric name -> why it is
-# None, the maps (N, S, S) and scores (N,) they were computed on, and the ground-truth masks at the maps' size
+# None, the maps (N, S, S) and scores (N,) they were computed on (maps None: a score-only evaluation), and the
+# ground-truth masks at the maps' size
 # (None: the dataset's own at the network size, or no masks)
 TestResult = collections.namedtuple("TestResult", "metrics notes maps scores masks")
 
@@ -56,7 +57,7 @@ def evaluate(method, detector, config, thresholds, cls, data_dir, output_dir, pi
         protocols.update(loco_protocols)
     if save_maps:
         loco.save_maps(dataset, result.maps, maps_dir or os.path.join(output_dir, "anomaly_maps"), cls, save_maps)
-    if pictures_dir:
+    if pictures_dir and result.maps is not None:  # score-only sets (one-class novelty) have no maps to draw
         save_test_pictures(dataset, result.maps, result.scores, thresholds, pictures_dir, masks=result.masks)
     describe = getattr(method.evaluate, "results_config", None)  # optional: facts beyond the config
     write_results(results_dir(output_dir), config.method_name, cls, metrics, protocols,
