@@ -20,6 +20,7 @@ from method_harness import (
     export,
     folder,
     infer,
+    method_package,
     tiny_model_option,
     train_tiny,
 )
@@ -79,7 +80,7 @@ def test_every_method_package_has_the_same_contract(package):
     """Signatures, not only file names: a fifth method whose save, load, train or metric step drifts fails here."""
     import inspect
 
-    methods = importlib.import_module(package)
+    methods = method_package(package)
     for name, members in CONTRACT.items():
         assert getattr(methods, name) is module(package, name), name  # the entry scripts reach it from the package
         for member, signature in members.items():
