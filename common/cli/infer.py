@@ -19,6 +19,7 @@ from common.deploy.backends import BACKENDS, backend_files, make_runner, map_and
 from common.deploy.benchmark import BenchmarkTimer
 from common.deploy.folder import load_infer_config, verify_files
 from common.deploy.predict import predict_images
+from common.deploy.quantize import default_backend
 from common.evaluation.thresholds import resolve_thresholds
 
 from .args import DEFAULT_OUTPUT_DIR, add_runtime_args, str2bool
@@ -45,8 +46,9 @@ def build_parser():
                         help="image threshold (default: the calibrated one stored at export)")
     parser.add_argument("--pixel_threshold", type=float, default=None,
                         help="pixel threshold of the mask (default: calibrated, else --threshold)")
-    parser.add_argument("--backend", choices=BACKENDS, default="paddle",
-                        help="paddle (Paddle Inference), onnxruntime or openvino (both need export --format onnx)")
+    parser.add_argument("--backend", choices=BACKENDS, default=None,
+                        help="paddle (Paddle Inference), onnxruntime or openvino (both need export --format onnx); "
+                             "default paddle for float32 exports, openvino for int8/bf16/fp16 ones")
     parser.add_argument("--use_mkldnn", "--enable_mkldnn", dest="use_mkldnn", type=str2bool, default=None,
                         help="oneDNN on CPU (default: on, unless the export says its graph cannot run with it)")
     parser.add_argument("--save_pic", type=str2bool, nargs="?", const=True, default=True, metavar="BOOL",
@@ -91,8 +93,9 @@ def run(argv=None):
         print(f"note: the graph in {folder} cannot run with oneDNN ({info.get('method', 'this method')} exports a "
               "gradient computation); running it without oneDNN")
         use_mkldnn = False
-    verify_files(folder, info.get("files"), backend_files(folder, args.backend))
-    predictor = make_runner(folder, args.backend, resolve_device(args.device), args.threads, use_mkldnn)
+    backend = args.backend or default_backend(info.get("precision", "fp32"))
+    verify_files(folder, info.get("files"), backend_files(folder, backend))
+    predictor = make_runner(folder, backend, resolve_device(args.device), args.threads, use_mkldnn)
     preprocess = Preprocess(**info["preprocess"])
     size = preprocess.output_size
     timer = BenchmarkTimer(info.get("method", "model"), args.batch_size, [3, size, size], predictor) \
