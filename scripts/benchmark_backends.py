@@ -142,14 +142,15 @@ def reduced_for(precision, preprocess, args):
                    source=args.data_dir or "random images")
 
 
-def accuracy_cell(folder):
-    """The accuracy figures of a reduced-precision folder against float32, for the table ('' for float32)."""
+def accuracy_cell(folder, backend):
+    """The accuracy figures of a reduced-precision folder on ``backend`` against float32, for the table ('' for
+    float32)."""
     from common.deploy.folder import load_infer_config
 
     record = load_infer_config(folder).get("accuracy")
-    if not record:
+    if not record or backend not in record.get("backends", {}):
         return ""
-    held = record["held_back_normal"]
+    held = record["backends"][backend]["held_back_normal"]
     return (f"map corr min {held['map_correlation_min']:.4f}, "
             f"score delta max {held['score_delta_max_over_score_std']:.2f} std")
 
@@ -214,8 +215,8 @@ def main(argv=None):
                 reduced = None if precision == "fp32" else reduced_for(precision, preprocess, args)
                 export_detector(detector, preprocess, {"method": method}, folder, check=False,
                                 formats=("paddle", "onnx"), reduced=reduced)
-                accuracy = accuracy_cell(folder)
                 for name, run in runners(folder, args.threads, precision):
+                    accuracy = accuracy_cell(folder, name)
                     for batch in batches:
                         row = {"model": label, "precision": precision, "backend": name, "batch": batch}
                         if isinstance(run, str):

@@ -93,7 +93,7 @@ def run(argv=None):
         print(f"note: the graph in {folder} cannot run with oneDNN ({info.get('method', 'this method')} exports a "
               "gradient computation); running it without oneDNN")
         use_mkldnn = False
-    backend = args.backend or default_backend(info.get("precision", "fp32"))
+    backend = args.backend or default_backend(info.get("precision", "fp32"), info.get("backends"))
     verify_files(folder, info.get("files"), backend_files(folder, backend))
     predictor = make_runner(folder, backend, resolve_device(args.device), args.threads, use_mkldnn)
     preprocess = Preprocess(**info["preprocess"])

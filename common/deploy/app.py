@@ -28,7 +28,7 @@ class ExportedModel:
         from .quantize import default_backend
 
         self.info = load_infer_config(folder)
-        backend = backend or default_backend(self.info.get("precision", "fp32"))
+        backend = backend or default_backend(self.info.get("precision", "fp32"), self.info.get("backends"))
         self.folder, self.backend, self.threads = folder, backend, threads
         verify_files(folder, self.info.get("files"), backend_files(folder, backend))
         self.preprocess = Preprocess(**self.info["preprocess"])

@@ -112,10 +112,11 @@ def make_runner(folder, backend="paddle", device="cpu", threads=None, use_mkldnn
     backend that cannot run it is one line naming those that can)."""
     from .quantize import backends_for, folder_precision
 
-    precision = folder_precision(folder)
-    if backend not in backends_for(precision):
-        raise UserError(f"the {precision} model in {folder} runs with --backend {' or '.join(backends_for(precision))}"
-                        f", not {backend}")
+    precision, validated = folder_precision(folder)
+    if backend not in backends_for(precision, validated):
+        allowed = " or ".join(backends_for(precision, validated))
+        why = "" if backend not in backends_for(precision) else " (its accuracy check failed on that backend)"
+        raise UserError(f"the {precision} model in {folder} runs with --backend {allowed}, not {backend}{why}")
     if backend == "paddle":
         from common.core.inference import Predictor
 

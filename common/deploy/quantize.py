@@ -74,38 +74,54 @@ def check_precision(precision, device="cpu"):
 
 
 def folder_precision(folder):
-    """The precision recorded in an exported folder's ``infer_config.json`` (fp32 for older exports)."""
+    """``(precision, validated backends or None)`` recorded in an exported folder's ``infer_config.json`` (fp32
+    for older exports)."""
     import json
 
     path = os.path.join(folder, "infer_config.json")
     if not os.path.isfile(path):
-        return "fp32"
+        return "fp32", None
     with open(path, encoding="utf-8") as handle:
-        return json.load(handle).get("precision", "fp32")
+        info = json.load(handle)
+    return info.get("precision", "fp32"), info.get("backends")
 
 
-def default_backend(precision):
+def default_backend(precision, validated=None):
     """What ``infer.py`` runs a folder with when ``--backend`` is not given: Paddle Inference for float32 exports,
-    OpenVINO for the others (it runs the INT8 and the bf16/fp16 models; README "Reduced precision")."""
-    return "paddle" if precision == "fp32" else "openvino"
+    else the first backend the accuracy check passed on, OpenVINO first (README "Reduced precision")."""
+    return backends_for(precision, validated)[0]
 
 
-def backends_for(precision):
-    return {"fp32": ("paddle", "onnxruntime", "openvino"), "int8": ("onnxruntime", "openvino")}.get(
+def backends_for(precision, validated=None):
+    """The backends that run a folder of ``precision``; ``validated``: those its accuracy check passed on (INT8
+    kernels differ between runtimes, so the export checks each one and records those within the bounds)."""
+    possible = {"fp32": ("paddle", "onnxruntime", "openvino"), "int8": ("openvino", "onnxruntime")}.get(
         precision, ("openvino",))
+    return tuple(b for b in possible if validated is None or b in validated)
 
 
 # -- INT8 ----------------------------------------------------------------------------------------------------------
 def network_convolutions(model):
-    """Names of the nodes to quantise: the convolutions with constant multi-channel weights (the networks).
+    """Names of the nodes to quantise: the networks' convolutions, i.e. those with constant multi-channel weights on
+    the path to the score.
 
-    Left out: single-input-channel convolutions (the Gaussian blur of the maps, a fixed post-processing filter) and
-    every MatMul: in these graphs they are the bilinear resizes written as interpolation-matrix products (paddle2onnx)
-    and the Mahalanobis statistics, none of them a learnt network layer."""
+    Left out: single-input-channel convolutions (the Gaussian blur of the maps, a fixed post-processing filter),
+    convolutions that feed only the map and not the score (KDAD's input-gradient map, a backward pass written with
+    forward convolutions: quantised, its gradients vanished and the map went flat), and every MatMul: in these graphs
+    they are the bilinear resizes written as interpolation-matrix products (paddle2onnx) and the Mahalanobis
+    statistics, none of them a learnt network layer."""
     initializers = {init.name: init for init in model.graph.initializer}
+    producers = {output: node for node in model.graph.node for output in node.output}
+    score = [o.name for o in model.graph.output if len(o.type.tensor_type.shape.dim) == 1]
+    ancestors, pending = set(), list(score)
+    while pending:
+        node = producers.get(pending.pop())
+        if node is not None and node.name not in ancestors:
+            ancestors.add(node.name)
+            pending.extend(node.input)
     names = []
     for node in model.graph.node:
-        if node.op_type == "Conv":
+        if node.op_type == "Conv" and (not score or node.name in ancestors):
             weight = initializers.get(node.input[1])
             if weight is not None and len(weight.dims) == 4 and weight.dims[1] > 1:
                 names.append(node.name)
@@ -249,22 +265,31 @@ def test_metrics(dataset, maps, scores):
     return {name: (None if value is None else round(float(value), 6)) for name, value in result.items()}
 
 
-def accuracy(reference_run, run, holdout, test_images=None, test_dataset=None, bounds=None):
-    """The accuracy record of ``run`` against ``reference_run`` (float32) and the list of bounds it breaks.
+def accuracy(reference, run, holdout, test_images=None, test_dataset=None, bounds=None, cache=None):
+    """The accuracy record of ``run`` against float32 and the list of bounds it breaks.
 
-    ``holdout``: held-back normal images (N,3,S,S). ``test_images``/``test_dataset``: the class's preprocessed test
-    images and their dataset (labels, masks), or None. ``bounds``: ``max_image_auroc_drop``, ``max_au_pro_drop``,
+    ``reference``: the float32 runner; ``cache``: a dict keeping its outputs, so the checks of several backends
+    share one float32 pass. ``holdout``: held-back
+    normal images (N,3,S,S). ``test_images``/``test_dataset``: the class's preprocessed test images and their
+    dataset (labels, masks), or None. ``bounds``: ``max_image_auroc_drop``, ``max_au_pro_drop``,
     ``min_map_correlation``; with a test set the AUROC and AU-PRO drops are enforced, without one the map
     correlation."""
     bounds = dict({"max_image_auroc_drop": MAX_IMAGE_AUROC_DROP, "max_au_pro_drop": MAX_AU_PRO_DROP,
                    "min_map_correlation": MIN_MAP_CORRELATION}, **(bounds or {}))
-    record = {"bounds": bounds, "held_back_normal": compare(*run_all(run, holdout), *run_all(reference_run, holdout))}
+    cache = {} if cache is None else cache
+
+    def float32(name, images):
+        if name not in cache:
+            cache[name] = run_all(reference, images)
+        return cache[name]
+
+    record = {"bounds": bounds, "held_back_normal": compare(*run_all(run, holdout), *float32("holdout", holdout))}
     broken = []
     if test_dataset is not None:
-        reference = run_all(reference_run, test_images)
+        floats = float32("test", test_images)
         reduced = run_all(run, test_images)
-        before, after = test_metrics(test_dataset, *reference), test_metrics(test_dataset, *reduced)
-        record["test_set"] = dict(compare(*reduced, *reference), float32=before, reduced=after,
+        before, after = test_metrics(test_dataset, *floats), test_metrics(test_dataset, *reduced)
+        record["test_set"] = dict(compare(*reduced, *floats), float32=before, reduced=after,
                                   drop={k: (None if before[k] is None or after[k] is None
                                             else round(before[k] - after[k], 6)) for k in before})
         for name, bound in (("image_auroc", "max_image_auroc_drop"), ("au_pro", "max_au_pro_drop")):
