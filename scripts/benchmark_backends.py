@@ -150,7 +150,9 @@ def accuracy_cell(folder, backend):
     record = load_infer_config(folder).get("accuracy")
     if not record or backend not in record.get("backends", {}):
         return ""
-    held = record["backends"][backend]["held_back_normal"]
+    held = record["backends"][backend].get("held_back_normal")
+    if held is None:
+        return "outputs not finite"
     return (f"map corr min {held['map_correlation_min']:.4f}, "
             f"score delta max {held['score_delta_max_over_score_std']:.2f} std")
 

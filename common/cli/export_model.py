@@ -127,6 +127,8 @@ def run(method, argv=None):
 
 def accuracy_line(record):
     """One console line of a reduced-precision export's accuracy record."""
+    if "held_back_normal" not in record:
+        return "accuracy vs float32: outputs not finite (recorded in infer_config.json)"
     held = record["held_back_normal"]
     line = (f"accuracy vs float32: map correlation min {held['map_correlation_min']:.4f} on {held['images']} held-back "
             f"normal images, max score delta {held['score_delta_max_over_score_std']:.3f} score std")

@@ -283,11 +283,16 @@ def accuracy(reference, run, holdout, test_images=None, test_dataset=None, bound
             cache[name] = run_all(reference, images)
         return cache[name]
 
-    record = {"bounds": bounds, "held_back_normal": compare(*run_all(run, holdout), *float32("holdout", holdout))}
+    held = run_all(run, holdout)
+    if not all(np.isfinite(a).all() for a in held):  # e.g. fp16 overflowing in a distance: nothing to compare
+        return {"bounds": bounds, "finite": False}, ["outputs not finite (NaN or Inf) on held-back normal images"]
+    record = {"bounds": bounds, "held_back_normal": compare(*held, *float32("holdout", holdout))}
     broken = []
     if test_dataset is not None:
         floats = float32("test", test_images)
         reduced = run_all(run, test_images)
+        if not all(np.isfinite(a).all() for a in reduced):
+            return dict(record, finite=False), ["outputs not finite (NaN or Inf) on the test set"]
         before, after = test_metrics(test_dataset, *floats), test_metrics(test_dataset, *reduced)
         record["test_set"] = dict(compare(*reduced, *floats), float32=before, reduced=after,
                                   drop={k: (None if before[k] is None or after[k] is None
