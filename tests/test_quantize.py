@@ -147,6 +147,18 @@ def test_broken_calibration_is_refused(trained, train_only, tmp_path, capsys, mo
         assert json.load(handle)["accuracy"]["accepted_drop"]
 
 
+def test_calibration_folder_defaults_to_the_training_folder(trained, synthetic_root):
+    """Without --data_dir the calibration images come from the folder thresholds.json's image paths lie in."""
+    from common.cli.export_model import recorded_data_dir
+
+    with open(os.path.join(trained("efficientad"), "bottle", "thresholds.json"), encoding="utf-8") as handle:
+        thresholds = json.load(handle)
+    assert os.path.samefile(recorded_data_dir(thresholds, "bottle"), synthetic_root)
+    assert recorded_data_dir({"calibration_images": ["/data/mvtec/bottle/train/good/000.png"]}, "bottle") == \
+        "/data/mvtec"
+    assert recorded_data_dir({}, "bottle") is None
+
+
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_cpu_without_the_precision_gets_one_line(trained, synthetic_root, tmp_path, capsys, monkeypatch, precision):
     from common.deploy import quantize

@@ -38,7 +38,8 @@ def build_parser(method):
                               "inference.onnx too and check accuracy against float32")
     reduced.add_argument("--data_dir", "--data_path", "--dataset_root", dest="data_dir", default=None,
                          help="the dataset of the class (calibration images from its training images, accuracy on "
-                              f"its test set when present; default: the one the model records, else {DEFAULT_DATA_DIR})")
+                              "its test set when present; default: the folder the model was trained on, as its "
+                              f"thresholds.json records it, else {DEFAULT_DATA_DIR})")
     reduced.add_argument("--calibration_images", type=int, default=64,
                          help="normal training images the INT8 ranges are calibrated on")
     reduced.add_argument("--holdout_images", type=int, default=16,
@@ -55,13 +56,24 @@ def build_parser(method):
     return parser
 
 
-def reduced_precision(method, args, config, cls):
+def recorded_data_dir(thresholds, cls):
+    """The dataset folder the model was trained on, read back from the image paths ``thresholds.json`` records
+    (``DATA_DIR/CLS/train/...``), or None."""
+    for path in (thresholds or {}).get("calibration_images") or ():
+        parts = os.path.abspath(path).split(os.sep)
+        if cls in parts[:-1]:
+            index = len(parts) - 1 - parts[::-1].index(cls)
+            return os.sep.join(parts[:index]) or os.sep
+    return None
+
+
+def reduced_precision(method, args, config, cls, thresholds=None):
     """The :class:`common.deploy.export.Reduced` of ``--precision``: calibration and held-back images drawn (seeded)
     from the class's normal training images, and its test set when the dataset has one."""
     import numpy as np
 
     quantize.check_precision(args.precision, args.device)
-    data_dir = args.data_dir or getattr(config, "data_dir", None) or DEFAULT_DATA_DIR
+    data_dir = args.data_dir or recorded_data_dir(thresholds, cls) or DEFAULT_DATA_DIR
     if args.calibration_images < 1 or args.holdout_images < 1:
         raise UserError("--calibration_images and --holdout_images must be at least 1")
     train, _ = method.data.training_split(config, data_dir, cls)
@@ -112,7 +124,7 @@ def run(method, argv=None):
             "config": cfg.to_dict(config)}
     preprocess = method.data.preprocess(config)
     formats = ("paddle",) if args.format == "paddle" and args.precision == "fp32" else ("paddle", "onnx")
-    reduced = None if args.precision == "fp32" else reduced_precision(method, args, config, cls)
+    reduced = None if args.precision == "fp32" else reduced_precision(method, args, config, cls, thresholds)
     model_file, differences = export_detector(detector, preprocess, info, inference_dir, check=not args.no_check,
                                               formats=formats, reduced=reduced)
     print(f"exported {model_file}" + (" and inference.onnx" if "onnx" in formats else "")
