@@ -88,6 +88,13 @@ def test_int8_passes_and_runs_like_any_folder(trained, synthetic_root, train_onl
         correlations = [np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in zip(maps, float_maps)]
         assert min(correlations) > 0.9, (backend, correlations)  # tiny 4-channel networks: 0.93 measured
         assert info["accuracy"]["backends"][backend]["held_back_normal"]["map_correlation_min"] >= 0.98
+    # the web demo runs it with the same default backend and the same file check
+    from common.deploy.app import ExportedModel
+
+    model = ExportedModel(int8)
+    assert model.backend == info["backends"][0]
+    score, _, _, _ = model.detect(open_image(reference[0]["image"]), model.image_threshold, model.pixel_threshold)
+    assert np.isfinite(score)
     # the INT8 folder names the backends that run it
     with pytest.raises(SystemExit) as exit_info:
         infer("--model_dir", int8, "--input", test, "--backend", "paddle")
