@@ -52,7 +52,9 @@ def train_only(synthetic_root, tmp_path_factory):
     return str(root)
 
 
-@pytest.mark.parametrize("package", ["rd4ad", "efficientad"])
+# KDAD included: its map is an input gradient whose max-pool routing needs the float32 feature tensors
+# (common.deploy.quantize.float_inputs_outside_networks); without them the map went flat (correlation 0.0)
+@pytest.mark.parametrize("package", ["rd4ad", "efficientad", "kdad"])
 def test_int8_passes_and_runs_like_any_folder(trained, synthetic_root, train_only, tmp_path, package):
     """INT8 export passes the default bound; the folder has quantised convolutions, records its accuracy per
     backend, and infer.py runs it on each validated backend (sha256 checked) with maps that follow float32's."""
@@ -120,17 +122,6 @@ def test_int8_with_test_set_records_the_metrics(trained, synthetic_root, tmp_pat
                                                                abs=1e-6)
         assert test["drop"]["au_pro"] == pytest.approx(test["float32"]["au_pro"] - test["reduced"]["au_pro"],
                                                        abs=1e-5)
-
-
-def test_kdad_gradient_map_is_refused(trained, train_only, tmp_path, capsys):
-    """KDAD's map is an input gradient through max-pools and ReLUs; INT8 activations make the max-pool's
-    'equals the maximum' routing and the ReLU masks fail, so the map goes flat: the check must refuse it."""
-    folder = str(tmp_path / "int8")
-    with pytest.raises(SystemExit) as exit_info:
-        export_int8("kdad", trained("kdad"), train_only, folder)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert exit_info.value.code == 2 and len(err) == 1 and "map correlation" in err[0], err
-    assert not os.path.exists(folder)
 
 
 def test_broken_calibration_is_refused(trained, train_only, tmp_path, capsys, monkeypatch):

@@ -188,13 +188,45 @@ def quantize_int8(onnx_file, out_file, calibration, quantizer=DEFAULT_QUANTIZER,
             os.remove(prepared)
 
 
-def _quantize(onnx, onnx_file, out_file, calibration, quantizer):
-    from .backends import require
+def float_inputs_outside_networks(model, quantized):
+    """Give every node outside ``quantized`` its float32 input back where the quantizer routed it through a
+    QuantizeLinear -> DequantizeLinear pair; returns how many inputs were rewired.
 
+    The quantizers put the pair on the tensor itself, so every consumer reads the rounded value - also the map and
+    score operations that share a feature tensor with the next convolution (RD4AD's distances, KDAD's backward
+    pass). KDAD's max-pool gradient routes to where the input equals the pooled maximum; with one side rounded
+    nothing is equal and the map went flat (correlation 0.0; 0.995 with this rewiring)."""
+    producers = {output: node for node in model.graph.node for output in node.output}
+    rewired = 0
+    for node in model.graph.node:
+        if node.name in quantized or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for index, name in enumerate(node.input):
+            dequantize = producers.get(name)
+            if dequantize is None or dequantize.op_type != "DequantizeLinear":
+                continue
+            quantize = producers.get(dequantize.input[0])
+            if quantize is not None and quantize.op_type == "QuantizeLinear":
+                node.input[index] = quantize.input[0]
+                rewired += 1
+    return rewired
+
+
+def _quantize(onnx, onnx_file, out_file, calibration, quantizer):
     model = onnx.load(onnx_file)
     nodes = network_convolutions(model)
     if not nodes:
         raise UserError(f"{onnx_file} has no network convolution to quantise")
+    _run_quantizer(onnx, model, onnx_file, out_file, calibration, quantizer, nodes)
+    quantized = onnx.load(out_file)
+    float_inputs_outside_networks(quantized, set(nodes))
+    onnx.save(quantized, out_file)
+    return out_file
+
+
+def _run_quantizer(onnx, model, onnx_file, out_file, calibration, quantizer, nodes):
+    from .backends import require
+
     input_name = model.graph.input[0].name
     if quantizer == "onnxruntime":
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
