@@ -2,11 +2,12 @@
 CPU computes in them, and the accuracy check that decides whether a reduced-precision export may be written.
 
 - ``int8``: static post-training quantisation (QDQ) of ``inference.onnx``, calibrated on the class's own normal
-  training images. Only the networks' convolutions (and fully connected layers) are quantised: the input
+  training images and defect-patched copies of them. Only the networks' convolutions are quantised: the input
   normalisation was done before the graph, and every map and score operation after the networks (distances,
-  resizing, Gaussian blur, Mahalanobis statistics) stays float32. The quantised file replaces ``inference.onnx``;
-  ONNX Runtime and OpenVINO both execute its INT8 operators. The toolchain was chosen by measurement (README,
-  "Reduced precision"): ONNX Runtime's ``quantize_static`` or NNCF (``--quantizer``).
+  resizing, Gaussian blur, Mahalanobis statistics, KDAD's backward pass) stays float32 and reads float32 features. The quantised file replaces ``inference.onnx``;
+  ONNX Runtime and OpenVINO both execute its INT8 operators, with different kernels, so each is checked. The
+  toolchain was chosen by measurement (README, "Reduced precision"): ONNX Runtime's ``quantize_static`` (default)
+  or NNCF (``--quantizer nncf``).
 - ``bf16`` / ``fp16``: the float32 ONNX file, run by OpenVINO with ``INFERENCE_PRECISION_HINT`` bf16 / f16. They
   need the CPU instructions that compute in them (AVX512-BF16 or AMX-BF16; AVX512-FP16 or AMX-FP16): elsewhere one
   ``error:`` line naming what the CPU lacks (an emulated bf16 is slower than float32, so there is nothing to gain).
