@@ -19,6 +19,7 @@ from common.deploy.backends import BACKENDS, backend_files, make_runner, map_and
 from common.deploy.benchmark import BenchmarkTimer
 from common.deploy.folder import load_infer_config, verify_files
 from common.deploy.predict import predict_images
+from common.deploy.quantize import default_backend
 from common.evaluation.thresholds import resolve_thresholds
 
 from .args import DEFAULT_OUTPUT_DIR, add_runtime_args, str2bool
@@ -45,8 +46,9 @@ def build_parser():
                         help="image threshold (default: the calibrated one stored at export)")
     parser.add_argument("--pixel_threshold", type=float, default=None,
                         help="pixel threshold of the mask (default: calibrated, else --threshold)")
-    parser.add_argument("--backend", choices=BACKENDS, default="paddle",
-                        help="paddle (Paddle Inference), onnxruntime or openvino (both need export --format onnx)")
+    parser.add_argument("--backend", choices=BACKENDS, default=None,
+                        help="paddle (Paddle Inference), onnxruntime or openvino (both need export --format onnx); "
+                             "default paddle for float32 exports, openvino for int8/bf16/fp16 ones")
     parser.add_argument("--use_mkldnn", "--enable_mkldnn", dest="use_mkldnn", type=str2bool, default=None,
                         help="oneDNN on CPU (default: on, unless the export says its graph cannot run with it)")
     parser.add_argument("--save_pic", type=str2bool, nargs="?", const=True, default=True, metavar="BOOL",
@@ -72,8 +74,9 @@ def model_folder(args):
 
 def run(argv=None):
     args = build_parser().parse_args(argv)
-    # ONNX Runtime and OpenVINO run on the CPU here: without --device they do not take Paddle's default GPU
-    device = resolve_device(args.device if args.device or args.backend == "paddle" else "cpu")
+    # ONNX Runtime and OpenVINO run on the CPU here: without --device they do not take Paddle's default GPU (without
+    # --backend the folder decides: Paddle Inference for float32, a validated CPU backend for INT8, see below)
+    device = resolve_device(args.device if args.device or args.backend in (None, "paddle") else "cpu")
     threads = set_threads(args.threads)
     print(device_line(device, threads))
     folder = model_folder(args)
@@ -94,8 +97,12 @@ def run(argv=None):
         print(f"note: the graph in {folder} cannot run with oneDNN ({info.get('method', 'this method')} exports a "
               "gradient computation); running it without oneDNN")
         use_mkldnn = False
-    verify_files(folder, info.get("files"), backend_files(folder, args.backend))
-    predictor = make_runner(folder, args.backend, device, args.threads, use_mkldnn)
+    backend = args.backend or default_backend(info.get("precision", "fp32"), info.get("backends"))
+    if backend != "paddle" and not args.device and device != "cpu":
+        device = "cpu"
+        print(f"note: the {info.get('precision')} folder runs on {backend}, on the CPU")
+    verify_files(folder, info.get("files"), backend_files(folder, backend))
+    predictor = make_runner(folder, backend, device, args.threads, use_mkldnn)
     preprocess = Preprocess(**info["preprocess"])
     timer = BenchmarkTimer(info.get("method", "model"), args.batch_size, [3, *preprocess.output_shape], predictor) \
         if args.benchmark else None

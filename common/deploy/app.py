@@ -24,9 +24,12 @@ from .folder import load_infer_config, verify_files
 class ExportedModel:
     """One exported folder: preprocessing, thresholds and a runner, loaded when first used."""
 
-    def __init__(self, folder, backend="paddle", threads=None):
-        self.folder, self.backend, self.threads = folder, backend, threads
+    def __init__(self, folder, backend=None, threads=None):
+        from .quantize import default_backend
+
         self.info = load_infer_config(folder)
+        backend = backend or default_backend(self.info.get("precision", "fp32"), self.info.get("backends"))
+        self.folder, self.backend, self.threads = folder, backend, threads
         verify_files(folder, self.info.get("files"), backend_files(folder, backend))
         self.preprocess = Preprocess(**self.info["preprocess"])
         thresholds = self.info.get("thresholds") or {}
@@ -99,7 +102,8 @@ def build_parser():
     parser = argparse.ArgumentParser(allow_abbrev=False, description="Web demo of exported anomaly detectors (Gradio)")
     parser.add_argument("--model_dir", nargs="+", required=True, help="exported folders (export_model.py)")
     parser.add_argument("--examples", default=None, help="a folder of images offered as examples")
-    parser.add_argument("--backend", choices=BACKENDS, default="paddle")
+    parser.add_argument("--backend", choices=BACKENDS, default=None,
+                        help="default: paddle for float32 exports, openvino for int8/bf16/fp16 ones")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 to share on a network)")
     parser.add_argument("--port", type=int, default=7860)

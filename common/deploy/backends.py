@@ -57,7 +57,7 @@ def export_onnx(model_file, params_file, folder):
 
 
 class OnnxRuntimeRunner:
-    """ONNX Runtime on the CPU with ``threads`` intra-op threads."""
+    """ONNX Runtime on the CPU with ``threads`` intra-op threads; ``folder`` may also be an ``.onnx`` file."""
 
     name = "onnxruntime"
 
@@ -77,17 +77,21 @@ class OnnxRuntimeRunner:
 
 
 class OpenVINORunner:
-    """OpenVINO on the CPU, float32 inference precision (its default may be bf16 on CPUs that have it)."""
+    """OpenVINO on the CPU. Float operators run in float32 (OpenVINO's default may be bf16 on CPUs that have it)
+    unless ``precision`` is bf16/fp16 (exports made with ``--precision bf16|fp16``); the INT8 operators of a
+    quantised file run in INT8 either way. ``folder`` may also be an ``.onnx`` file."""
 
     name = "openvino"
 
-    def __init__(self, folder, threads=None):
+    def __init__(self, folder, threads=None, precision="fp32"):
         from common.core.runtime import default_threads
+
+        from .quantize import OPENVINO_HINTS
 
         ov = require("openvino")
         self.threads = int(threads or default_threads())
-        self.model = ov.Core().compile_model(onnx_path(folder), "CPU", {"INFERENCE_PRECISION_HINT": "f32",
-                                                                         "INFERENCE_NUM_THREADS": self.threads})
+        self.model = ov.Core().compile_model(onnx_path(folder), "CPU", {
+            "INFERENCE_PRECISION_HINT": OPENVINO_HINTS[precision], "INFERENCE_NUM_THREADS": self.threads})
         self.device, self.use_mkldnn, self.config = "cpu", None, None
 
     def run(self, x):
@@ -95,6 +99,8 @@ class OpenVINORunner:
 
 
 def onnx_path(folder):
+    if folder.endswith(".onnx") and os.path.isfile(folder):
+        return folder
     path = os.path.join(folder, ONNX_FILE)
     if not os.path.isfile(path):
         raise UserError(f"no {ONNX_FILE} in {folder}: export it with export_model.py --format onnx")
@@ -102,7 +108,15 @@ def onnx_path(folder):
 
 
 def make_runner(folder, backend="paddle", device="cpu", threads=None, use_mkldnn=True):
-    """The runner of ``backend`` for an exported folder."""
+    """The runner of ``backend`` for an exported folder (of any precision: ``infer_config.json`` says which; a
+    backend that cannot run it is one line naming those that can)."""
+    from .quantize import backends_for, folder_precision
+
+    precision, validated = folder_precision(folder)
+    if backend not in backends_for(precision, validated):
+        allowed = " or ".join(backends_for(precision, validated))
+        why = "" if backend not in backends_for(precision) else " (its accuracy check failed on that backend)"
+        raise UserError(f"the {precision} model in {folder} runs with --backend {allowed}, not {backend}{why}")
     if backend == "paddle":
         from common.core.inference import Predictor
 
@@ -112,7 +126,7 @@ def make_runner(folder, backend="paddle", device="cpu", threads=None, use_mkldnn
     if backend == "onnxruntime":
         return OnnxRuntimeRunner(folder, threads)
     if backend == "openvino":
-        return OpenVINORunner(folder, threads)
+        return OpenVINORunner(folder, threads, precision)
     raise UserError(f"unknown backend '{backend}'; choose from {', '.join(BACKENDS)}")
 
 

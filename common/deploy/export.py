@@ -21,7 +21,7 @@ EXPORT_TOLERANCE = 1e-4
 
 
 def export_detector(detector, preprocess, info, inference_dir, check=True, tolerance=EXPORT_TOLERANCE,
-                    formats=("paddle",)):
+                    formats=("paddle",), reduced=None):
     """Save ``detector`` and ``info`` (method, class, thresholds, config) to ``inference_dir``, as a whole: the
     folder is replaced only when everything was written (and checked, with ``check``).
 
@@ -29,6 +29,11 @@ def export_detector(detector, preprocess, info, inference_dir, check=True, toler
     ``detector.original_resolution`` is recorded, so ``infer.py`` compares maps at each image's own size when the
     method does. ``"onnx"`` in ``formats`` adds ``inference.onnx`` (paddle2onnx), checked with ONNX Runtime
     against the Paddle graph. The sha256 of every file is recorded for ``infer.py`` to verify.
+
+    ``reduced`` (a :class:`Reduced`) makes a reduced-precision export: ``inference.onnx`` becomes the INT8 model (or
+    stays float32 for bf16/fp16, run by OpenVINO in that precision), its accuracy against float32 is measured and
+    recorded under ``accuracy`` in ``infer_config.json``, and a bound broken without ``accept_drop`` is a one-line
+    error that leaves nothing written.
     """
     import paddle
 
@@ -45,16 +50,18 @@ def export_detector(detector, preprocess, info, inference_dir, check=True, toler
     # check or a crash leaves the earlier export as it was (common.core.files.atomic_folder)
     with atomic_folder(inference_dir) as folder:
         export_static(detector, spec, os.path.join(folder, "inference"))
-        if "onnx" in formats:
+        if "onnx" in formats or reduced is not None:
             export_onnx(*find_model_files(folder), folder)
+        if check:
+            differences = _check(detector, folder, preprocess, formats, tolerance, inference_dir)
+        if reduced is not None:
+            info = dict(info, **reduced.apply(folder, inference_dir))
         files = [os.path.basename(p) for p in find_model_files(folder)] + [ONNX_FILE]
         save_infer_config(folder, dict(info, preprocess=preprocess.to_dict(), use_mkldnn=use_mkldnn,
                                        original_resolution=bool(detector.original_resolution),
                                        inputs=[f"{INPUT_NAME}: preprocessed images (N,3,{height},{width})"],
                                        outputs=["anomaly_map (N,1,S,S)", "score (N,)"],
                                        files=file_digests(folder, files)))
-        if check:
-            differences = _check(detector, folder, preprocess, formats, tolerance, inference_dir)
     return os.path.join(inference_dir, os.path.basename(find_model_files(inference_dir)[0])), differences
 
 
@@ -77,7 +84,7 @@ def _check(detector, folder, preprocess, formats, tolerance, inference_dir):
     tolerance = max(tolerance, 2 * sensitivity)
     paddle_outputs = Predictor(folder, device="cpu", use_mkldnn=True).run(x)
     differences = {"paddle": relative_difference(paddle_outputs, expected)}
-    if "onnx" in formats:
+    if os.path.isfile(os.path.join(folder, "inference.onnx")):
         differences["onnx"] = relative_difference(OnnxRuntimeRunner(folder).run(x), paddle_outputs)
     for name, difference in differences.items():
         if difference > tolerance:
@@ -100,3 +107,68 @@ def relative_difference(outputs, reference):
     """Max relative |outputs - reference| over the map and the score (each relative to its own scale)."""
     return float(max(np.abs(np.asarray(o) - r).max() / max(np.abs(r).max(), 1e-12)
                      for o, r in zip(outputs, reference)))
+
+
+class Reduced:
+    """A reduced-precision export: the precision, the images it is calibrated and checked on, and the bounds.
+
+    ``calibration``: normal training images (N,3,S,S) for INT8 ranges; ``holdout``: other normal images for the
+    map/score comparison; ``test_images`` + ``test_dataset``: the class's test set (or None); ``bounds`` for
+    :func:`common.deploy.quantize.accuracy`; ``accept_drop``: write the export even when a bound is broken."""
+
+    def __init__(self, precision, calibration=None, holdout=None, test_images=None, test_dataset=None, bounds=None,
+                 accept_drop=False, quantizer=None, threads=None, source=None):
+        from .quantize import DEFAULT_QUANTIZER
+
+        self.precision, self.calibration, self.holdout = precision, calibration, holdout
+        self.test_images, self.test_dataset, self.bounds = test_images, test_dataset, bounds
+        self.accept_drop, self.quantizer, self.threads = accept_drop, quantizer or DEFAULT_QUANTIZER, threads
+        self.source = source
+
+    def apply(self, folder, inference_dir):
+        """Turn the float32 export in ``folder`` into this precision; returns the ``infer_config.json`` entries.
+
+        The accuracy check runs on every backend that can execute the precision (INT8: OpenVINO and ONNX Runtime,
+        whose INT8 kernels differ); the folder records those within the bounds, and the export stops when none
+        is (unless ``accept_drop``)."""
+        from .backends import ONNX_FILE, OnnxRuntimeRunner, OpenVINORunner
+        from .quantize import accuracy, backends_for, cpu_flags, instruction_summary, quantize_int8
+
+        float_file = os.path.join(folder, ONNX_FILE)
+        reference = OnnxRuntimeRunner(float_file, self.threads).run
+        entries = {"precision": self.precision, "cpu": instruction_summary(cpu_flags())}
+        model_file = float_file
+        if self.precision == "int8":
+            model_file = os.path.join(folder, ".int8-" + ONNX_FILE)
+            quantize_int8(float_file, model_file, self.calibration, self.quantizer)
+            entries.update(quantizer=self.quantizer, calibration={"images": int(len(self.calibration)),
+                                                                   "source": self.source})
+        floats, records, failures = {}, {}, {}
+        for backend in backends_for(self.precision):
+            runner = (OpenVINORunner(model_file, self.threads, self.precision) if backend == "openvino"
+                      else OnnxRuntimeRunner(model_file, self.threads))
+            records[backend], broken = accuracy(reference, runner.run, self.holdout, self.test_images,
+                                                self.test_dataset, self.bounds, cache=floats)
+            if broken:
+                failures[backend] = broken
+        if model_file != float_file:
+            os.replace(model_file, float_file)
+        passed = [b for b in records if b not in failures]
+        if not passed:
+            figures = "; ".join(f"{b}: {', '.join(v)}" for b, v in failures.items())
+            if not self.accept_drop:
+                raise UserError(f"the {self.precision} model for {inference_dir} breaks the accuracy bound: {figures}"
+                                "; nothing was written (--accept_accuracy_drop writes it anyway)")
+            print(f"note: accuracy bound broken and accepted: {figures}")
+        elif failures:
+            print(f"note: the {self.precision} model is within the bounds on {', '.join(passed)} only; "
+                  + "; ".join(f"{b}: {', '.join(v)}" for b, v in failures.items()))
+        first = (passed or list(records))[0]
+        record = dict(records[first], checked_with=f"{first} against float32 onnxruntime",
+                      backends={b: {k: v for k, v in r.items() if k != "bounds"} for b, r in records.items()})
+        if failures:
+            record["broken"] = failures
+        if not passed:
+            record["accepted_drop"] = failures
+        entries.update(accuracy=record, backends=passed or list(records))
+        return entries
