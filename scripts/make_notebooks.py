@@ -20,7 +20,10 @@ METHODS = {  # notebook name: (folder, title, paper, extra train options for the
     "EfficientAD": ("EfficientAD-paddle", "EfficientAD", "Batzner et al., WACV 2024"),
 }
 
-SETUP = '''import os, subprocess, sys
+SETUP = '''import os
+import subprocess
+import sys
+
 from IPython.display import Image, Markdown, display
 
 REPO = os.path.abspath("..") if os.path.basename(os.getcwd()) == "notebooks" else os.getcwd()
@@ -28,6 +31,7 @@ METHOD_DIR = os.path.join(REPO, "{folder}")
 # On a fresh AI Studio project, install once (the GPU image already has paddlepaddle-gpu):
 # !pip install -r ../requirements.txt
 import paddle
+
 GPU = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
 DEVICE = "gpu" if GPU else "cpu"
 SMOKE = os.environ.get("NOTEBOOK_SMOKE") == "1"   # tiny settings (the tests run the notebook this way)
