@@ -230,8 +230,11 @@ def _run_quantizer(onnx, model, onnx_file, out_file, calibration, quantizer, nod
 
     input_name = model.graph.input[0].name
     if quantizer == "onnxruntime":
+        import onnxruntime
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+        # the calibration session warns once per unused initialiser of the converted graph (hundreds of lines)
+        onnxruntime.set_default_logger_severity(3)
         # unsigned activations, signed per-channel weights: the U8S8 pairing the x86 VNNI/AMX kernels take;
         # MinMax ranges (the images are normal, so outliers are the structure itself, not noise to clip)
         quantize_static(onnx_file, out_file, _Calibration(input_name, calibration), quant_format=QuantFormat.QDQ,
