@@ -49,20 +49,11 @@ def _replace(tmp, path):
 
 def atomic_write_bytes(path, data):
     """Write ``data`` to ``path`` durably: temporary file, fsync, rename, fsync of the folder."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, suffix=os.path.basename(path), dir=folder)
-    try:
-        _usual_mode(tmp)
-        with os.fdopen(fd, "wb") as handle:
+    def write(tmp):
+        with open(tmp, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        _replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+
+    atomic_save(write, path)
 
 
 def atomic_write_text(path, text):

@@ -185,12 +185,17 @@ def labelled_train_samples(root, cls, fold=None):
     return _fold_samples(root, cls, fold, "train")
 
 
+def _defect_free(samples, where):
+    """The samples whose mask is empty; none is the user's data problem, named by ``where``."""
+    kept = [s for s in samples if s.label == 0]
+    if not kept:
+        raise UserError(f"no defect-free training images in {where}")
+    return kept
+
+
 def train_samples(root, cls, fold=None):
     """The defect-free parts (empty mask) of the fold's train folders."""
-    samples = [s for s in labelled_train_samples(root, cls, fold) if s.label == 0]
-    if not samples:
-        raise UserError(f"no defect-free training images in the train folders of fold {fold} under {root}")
-    return samples
+    return _defect_free(labelled_train_samples(root, cls, fold), f"the train folders of fold {fold} under {root}")
 
 
 def test_samples(root, cls, fold=None):
@@ -230,10 +235,7 @@ def labelled_train_samples_ksdd2(root, cls, fold=None):
 
 def train_samples_ksdd2(root, cls, fold=None):
     """The train images whose mask is empty."""
-    samples = [s for s in labelled_train_samples_ksdd2(root, cls, fold) if s.label == 0]
-    if not samples:
-        raise UserError(f"no defect-free training images in {os.path.join(root, 'train')}")
-    return samples
+    return _defect_free(labelled_train_samples_ksdd2(root, cls, fold), os.path.join(root, "train"))
 
 
 def test_samples_ksdd2(root, cls, fold=None):

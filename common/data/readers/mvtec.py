@@ -18,6 +18,7 @@ from common.core.errors import UserError, suggest
 
 from ..images import IMAGE_EXTENSIONS, list_images
 from ..samples import GOOD, DatasetFormat, Sample
+from ._common import no_fold
 
 TEXTURES = ("carpet", "grid", "leather", "tile", "wood")
 OBJECTS = ("bottle", "cable", "capsule", "hazelnut", "metal_nut", "pill", "screw",
@@ -113,18 +114,13 @@ def find_mask(mask_dir, defect, image_path):
 
 
 
-def _no_fold(name, fold):
-    if fold is not None:
-        raise UserError(f"the {name} format has no folds (got --fold {fold})")
-
-
 def _train(root, cls, fold=None):
-    _no_fold("mvtec", fold)
+    no_fold("mvtec", fold)
     return train_samples(root, cls)
 
 
 def _test(root, cls, fold=None):
-    _no_fold("mvtec", fold)
+    no_fold("mvtec", fold)
     return test_samples(root, cls)
 
 
@@ -143,12 +139,12 @@ def _folder_classes(root):
 
 
 def _folder_train(root, cls, fold=None):
-    _no_fold("folder", fold)
+    no_fold("folder", fold)
     return train_samples(root, cls)
 
 
 def _folder_test(root, cls, fold=None):
-    _no_fold("folder", fold)
+    no_fold("folder", fold)
     return test_samples(root, cls)
 
 
