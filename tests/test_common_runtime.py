@@ -117,6 +117,28 @@ def test_make_table_prints_the_paper_numbers_of_each_dataset_and_fold(tmp_path):
     assert "| kolektor/fold0 | not run | 95.3 | – |" in out.stdout and "| kolektor/fold1 | 96.0 |" in out.stdout
 
 
+def test_make_table_prints_the_one_class_paper_numbers(tmp_path):
+    """The one-class sets: KDAD on Retinal-OCT per class (NORMAL, MKD 97.0), RD4AD's CIFAR-10 (86.5) and
+    Fashion-MNIST (95.0) means; the runs name their classes as the readers do (NORMAL, T-shirt_top, cat)."""
+    detection = {"kdad_detection_auroc": "official detection_test"}
+    results.write_results(str(tmp_path / "kdad"), "KDAD", "NORMAL", {"kdad_detection_auroc": 0.9512}, detection,
+                          {}, dataset="retina")
+    for dataset, cls, value in (("fashionmnist", "T-shirt_top", 0.93), ("fashionmnist", "Trouser", 0.99),
+                                ("cifar10", "cat", 0.80)):
+        results.write_results(str(tmp_path / dataset), "RD4AD", cls, {"image_auroc": value}, {"image_auroc": "x"},
+                              {}, dataset=dataset)
+    out = subprocess.run([sys.executable, "scripts/make_table.py", str(tmp_path)], cwd=REPO_ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "| NORMAL | 95.1 | 97.0 | -1.9 |" in text
+    assert "FraqMasq/RKD_AD" in text
+    assert "| T-shirt_top | 93.0 | – | – |" in text          # the mean only: no per-class paper value
+    assert "| **mean (2)** | 96.0 | 95.0 | +1.0 |" in text
+    assert "| **mean (1)** | 80.0 | 86.5 | -6.5 |" in text
+    assert "hq-deng/RD4AD#15" in text
+
+
 def test_paper_results_files_name_their_source_and_dataset():
     import glob
 
