@@ -1,5 +1,7 @@
 """The earlier port's evaluation command: python test.py --config configs/config.yaml --dataset_root DIR
---normal_class CLASS --model_path FILE. The model's own saved configuration is used, so --config is ignored."""
+--normal_class CLASS --model_path FILE. The model's own saved configuration is used, so --config is ignored: the
+port's configs/config.yaml held the MVTec settings, the official one (here) is CIFAR-10's, and the port's commands
+name it either way. (main.py --mode eval checks a --config against the model instead.)"""
 import sys
 
 import kdad

@@ -205,6 +205,30 @@ def test_rd4ad_one_class_train_eval_and_the_official_detection(dataset, data, tm
 # the official default command (configs/config.yaml, CIFAR-10 class 3): tests/test_seed_commands.py
 
 
+def test_eval_config_must_be_the_models(data, tmp_path):
+    """``main.py --mode eval --config`` (the official test commands pass the training YAML): the model's own file
+    evaluates as without it; a file for another dataset, or with another model option, is one error line."""
+    root, _ = data["mnist"]
+    out = tmp_path / "out"
+    mnist_yaml = os.path.join(KDAD_DIR, "configs", "mnist.yaml")
+    command("kdad", "train", "--config", mnist_yaml, "--normal_class", 3, "--data_dir", root, "--output_dir", out,
+            "--backbone_weights", "random", "--epochs", 0, "--batch_size", 2, "--threads", 2)
+    command("kdad", "eval", "--normal_class", 3, "--data_dir", root, "--output_dir", out, "--threads", 2)
+    without, _ = only_result(out)
+    command("kdad", "eval", "--config", mnist_yaml, "--normal_class", 3, "--data_dir", root, "--output_dir", out,
+            "--threads", 2)
+    assert only_result(out)[0]["metrics"] == without["metrics"]
+    other_size = tmp_path / "other_size.yaml"
+    other_size.write_text("dataset: mnist\nimage_size: 64\nepochs: 3\n")  # epochs: a training setting, not checked
+    for config, expected in ((os.path.join(KDAD_DIR, "configs", "cifar10.yaml"), "is for --dataset cifar10"),
+                             (other_size, "sets image_size 64 but the model")):
+        result = run_script("kdad", "main.py", "--mode", "eval", "--config", config, "--normal_class", 3,
+                            "--data_dir", root, "--output_dir", out, "--threads", 2)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert result.returncode == 2 and len(errors) == 1 and expected in errors[0], result.stdout + result.stderr
+        assert "Traceback" not in result.stderr
+
+
 # -- bad input through the commands ------------------------------------------------------------------------------
 @pytest.mark.parametrize("package", ["kdad", "rd4ad"])
 def test_normal_class_outside_the_dataset_is_one_error_line(package, data, tmp_path):

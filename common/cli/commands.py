@@ -67,6 +67,10 @@ def build_parser(method, mode, with_mode_flag=False):
         parser.add_argument("--eval", action="store_true", help="evaluate each class after training it")
     else:
         _model_source_args(parser)
+        parser.add_argument("--config", default=None,
+                            help="the YAML the model was trained with, as the official test commands pass it "
+                                 "(optional): its model options must agree with the model and its dataset is the "
+                                 "one read; everything else comes from the model's saved configuration")
     if mode in ("train", "eval"):
         parser.add_argument("--eval_PRO", action="store_true",
                             help="accepted for the earlier port's commands: every PRO metric is always computed")
@@ -117,6 +121,8 @@ def load_trained(method, args, cls):
     where = args.ckpt or class_dir(args.output_dir, cls)
     detector, config, thresholds = checkpoint.load(where, backbone_weights=getattr(args, "backbone_weights", None))
     cfg.check_model_flags(config_module.Config, args, config, where)
+    if getattr(args, "config", None):
+        cfg.check_model_file(config_module.Config, args.config, config, where)
     runtime = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_module.Config)
                if not f.metadata.get("model") and getattr(args, f.name, None) is not None}
     return detector, dataclasses.replace(config, **runtime), thresholds, where
@@ -213,6 +219,7 @@ def evaluate_and_report(method, detector, config, thresholds, cls, args):
 def evaluate(method, args):
     print(device_line(*configure(args.device, args.threads, 0)))
     args.dataset = args.dataset or recorded_dataset(method, args.output_dir, args.ckpt)
+    _check_config_dataset(method, args)
     check_fold(args.dataset, args.fold if args.fold is not None else _recorded_fold(method, args))
     classes = classes_to_evaluate(method, args.cls, args.data_dir, args.output_dir, args.ckpt, args.dataset)
     names = set()
@@ -225,6 +232,15 @@ def evaluate(method, args):
     results = run_per_class(classes, evaluate_one, "evaluation")
     print_summary(results, "/".join(sorted(names)))
     return results
+
+
+def _check_config_dataset(method, args):
+    """An eval ``--config`` written for another dataset than the one read is a mistake, not a choice."""
+    if getattr(args, "config", None):
+        wanted = cfg.build_config(method.config.Config, args.config).dataset
+        if "dataset" in cfg.load_yaml(args.config) and wanted != args.dataset:
+            raise UserError(f"{args.config} is for --dataset {wanted}, but this evaluation reads {args.dataset} "
+                            "(the dataset the model was trained on, or --dataset)")
 
 
 def predict(method, args):

@@ -175,17 +175,35 @@ def given_model_flags(config_class, args):
             if field.metadata.get("model") and getattr(args, field.name, None) is not None}
 
 
+def _same(given, actual):
+    if isinstance(actual, float):
+        return abs(float(given) - float(actual)) <= 1e-12 * max(1.0, abs(float(actual)))
+    return given == actual
+
+
 def check_model_flags(config_class, args, model_config, where):
     """Refuse a model-describing option that contradicts the loaded model (one line naming both values)."""
     given_flags = given_model_flags(config_class, args)
     canonical = build_config(config_class, overrides=given_flags)  # e.g. a method alias -> its canonical name
-    for name, given in given_flags.items():
+    for name in given_flags:
         given, actual = getattr(canonical, name), getattr(model_config, name)
-        same = (abs(float(given) - float(actual)) <= 1e-12 * max(1.0, abs(float(actual)))
-                if isinstance(actual, float) else given == actual)
-        if not same:
+        if not _same(given, actual):
             raise UserError(f"--{name} {given} contradicts the model in {where} ({name} {actual}); "
                             f"drop --{name} or point to the model you mean")
+
+
+def check_model_file(config_class, yaml_path, model_config, where):
+    """Refuse a ``--config FILE`` given to eval/predict (the official commands pass their training YAML) whose
+    model-describing options contradict the loaded model. The file's training settings (epochs, lr, ...) are not
+    used: the model's own saved configuration is."""
+    from_file = build_config(config_class, yaml_path)
+    given = canonical_dict(config_class, load_yaml(yaml_path))
+    for field in dataclasses.fields(config_class):
+        name = field.name
+        if field.metadata.get("model") and name in given and not _same(getattr(from_file, name),
+                                                                       getattr(model_config, name)):
+            raise UserError(f"{yaml_path} sets {name} {getattr(from_file, name)} but the model in {where} has "
+                            f"{name} {getattr(model_config, name)}; give the YAML it was trained with, or none")
 
 
 def to_dict(config):
