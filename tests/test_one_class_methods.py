@@ -205,6 +205,42 @@ def test_rd4ad_one_class_train_eval_and_the_official_detection(dataset, data, tm
 # the official default command (configs/config.yaml, CIFAR-10 class 3): tests/test_seed_commands.py
 
 
+@pytest.mark.slow
+def test_kdad_retina_train_export_infer_with_the_image_threshold_of_the_official_score(data, tmp_path):
+    """On a one-class set KDAD calibrates the image threshold from the detection scores alone (no saliency map:
+    no masks to threshold), the 0.99 quantile of the official score of the NORMAL training images; the model exports
+    (its saliency maps pass the export check) and infer scores the test images as the model does."""
+    root, _ = data["retina"]
+    out = tmp_path / "out"
+    command("kdad", "train", "--config", os.path.join(KDAD_DIR, "configs", "retina.yaml"), "--cls", "NORMAL",
+            "--data_dir", root, "--output_dir", out, "--backbone_weights", "random", "--epochs", 0, "--threads", 2)
+    class_dir = out / "NORMAL"
+    with open(class_dir / "thresholds.json", encoding="utf-8") as handle:
+        thresholds = json.load(handle)
+    detector, _, _ = kdad_checkpoint.load(str(class_dir))
+
+    def official_scores(folder):
+        paths = sorted(os.path.join(folder, name) for name in os.listdir(folder))
+        tensors = [kdad_official("retina", Image.open(path).convert("RGB")) for path in paths]
+        with paddle.no_grad():
+            return paths, detector.scores(paddle.to_tensor(np.stack(tensors))).numpy().astype(np.float64)
+
+    _, train_scores = official_scores(root / "train" / "NORMAL")
+    assert thresholds["pixel_threshold"] is None and thresholds["num_images"] == len(train_scores)
+    assert thresholds["image_threshold"] == pytest.approx(np.quantile(train_scores, 0.99), rel=1e-6)
+    exported = run_script("kdad", "export_model.py", "--cls", "NORMAL", "--output_dir", out, "--threads", 2)
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+    inferred = run_script("kdad", "infer.py", "--model_dir", class_dir / "inference", "--input",
+                          root / "test" / "CNV", "--save_dir", tmp_path / "infer", "--threads", 2)
+    assert inferred.returncode == 0, inferred.stdout + inferred.stderr
+    with open(tmp_path / "infer" / "predictions.jsonl", encoding="utf-8") as handle:
+        rows = {row["image"]: row for row in map(json.loads, handle)}
+    paths, scores = official_scores(root / "test" / "CNV")
+    for path, score in zip(paths, scores):
+        assert rows[path]["score"] == pytest.approx(score, rel=1e-4)
+        assert rows[path]["is_anomalous"] == (score >= thresholds["image_threshold"])
+
+
 def test_eval_config_must_be_the_models(data, tmp_path):
     """``main.py --mode eval --config`` (the official test commands pass the training YAML): the model's own file
     evaluates as without it; a file for another dataset, or with another model option, is one error line."""

@@ -37,6 +37,7 @@ from common.training.state import (
 
 from . import checkpoint
 from .data import dataset, training_split
+from .evaluate import score_only
 from .loss import MseDirectionLoss
 from .model import trainable_parameters
 
@@ -130,7 +131,7 @@ def _train(config, cls, data_dir, output_dir, resume):
         return summary(os.path.join(out_dir, checkpoint.CHECKPOINT), final_loss, time.time() - start_time)
     result = finish_class(cls, out_dir, checkpoint, detector, config,
                           {"epochs_done": total, "source": "trained with this repository"}, calibration_set,
-                          bool(calibration_samples), start_time, final_loss)
+                          bool(calibration_samples), start_time, final_loss, scores_only=score_only(config))
     distributed.barrier()
     return result
 

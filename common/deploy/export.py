@@ -71,7 +71,9 @@ def _check(detector, folder, preprocess, formats, tolerance, inference_dir):
 
     The tolerance is ``tolerance`` or, when larger, twice what input noise of 1e-6 already moves the dygraph outputs:
     KDAD's maps are input gradients through max-pools, and where a window's two largest inputs lie within float32
-    rounding the gradient goes to either pixel, in dygraph as in any graph (measured: 2e-3 of the map's scale)."""
+    rounding the gradient goes to either pixel, in dygraph as in any graph (measured: 2e-3 of the map's scale).
+    One noise draw may flip no such window (a random-init KDAD model on 128 px: 6e-4 with one draw, 4.7e-3 with
+    another, while its exported graph differed by 4.2e-3), so the probe takes the largest of several."""
     import paddle
 
     from .backends import OnnxRuntimeRunner
@@ -79,8 +81,8 @@ def _check(detector, folder, preprocess, formats, tolerance, inference_dir):
     x = random_input(preprocess.output_shape, preprocess.normalize)
     detector.eval()
     expected = [t.numpy() for t in detector(paddle.to_tensor(x))]
-    noise = 1e-6 * np.random.default_rng(1).standard_normal(x.shape).astype(np.float32)
-    sensitivity = relative_difference([t.numpy() for t in detector(paddle.to_tensor(x + noise))], expected)
+    sensitivity = max(relative_difference([t.numpy() for t in detector(paddle.to_tensor(x + noise))], expected)
+                      for noise in input_noise(x.shape))
     tolerance = max(tolerance, 2 * sensitivity)
     paddle_outputs = Predictor(folder, device="cpu", use_mkldnn=True).run(x)
     differences = {"paddle": relative_difference(paddle_outputs, expected)}
@@ -92,6 +94,13 @@ def _check(detector, folder, preprocess, formats, tolerance, inference_dir):
             raise UserError(f"the exported {name} graph for {inference_dir} differs from {against} by "
                             f"{difference:.2e} (relative, > {tolerance:g}); nothing was written")
     return differences
+
+
+def input_noise(shape, draws=4, scale=1e-6):
+    """``draws`` arrays of Gaussian noise of ``scale`` (seeds 1..draws): the perturbations of the export check's
+    sensitivity probe."""
+    return [scale * np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+            for seed in range(1, draws + 1)]
 
 
 def random_input(size, normalized=True, batch=2, seed=0):

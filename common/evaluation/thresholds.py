@@ -8,6 +8,8 @@ images), ``calibration_images`` (their paths). Thresholds are quantiles of norma
 import json
 import os
 
+import numpy as np
+
 from common.core.errors import UserError
 from common.core.files import atomic_write_json
 from common.metrics import calibrate_threshold
@@ -16,14 +18,15 @@ THRESHOLDS_FILE = "thresholds.json"
 
 
 def calibration_record(scores, maps, samples, held_out, image_quantile=0.99, pixel_quantile=0.99):
-    """The thresholds of normal images ``samples`` from their ``scores`` (N,) and ``maps`` (N, S, S)."""
+    """The thresholds of normal images ``samples`` from their ``scores`` (N,) and ``maps`` (N, S, S); ``maps`` None:
+    the image threshold only (``pixel_threshold`` None)."""
     if held_out:
         source = f"{len(samples)} good training images held out from training"
     else:
         source = f"{len(samples)} good training images that were also used for training (not held out)"
     return {
         "image_threshold": calibrate_threshold(scores, image_quantile),
-        "pixel_threshold": calibrate_threshold(maps, pixel_quantile),
+        "pixel_threshold": None if maps is None else calibrate_threshold(maps, pixel_quantile),
         "image_quantile": float(image_quantile),
         "pixel_quantile": float(pixel_quantile),
         "num_images": len(samples),
@@ -33,20 +36,27 @@ def calibration_record(scores, maps, samples, held_out, image_quantile=0.99, pix
     }
 
 
-def calibrate(detector, dataset, config, held_out):
+def calibrate(detector, dataset, config, held_out, scores_only=False):
     """The thresholds of ``detector`` (images -> (maps (B, 1, S, S), scores (B,))) on the good images ``dataset``:
     exactly the maps and scores predict and infer compute. ``config`` gives ``eval_batch_size``, ``num_workers``,
-    ``image_quantile`` and ``pixel_quantile``; ``held_out`` says whether training saw these images."""
+    ``image_quantile`` and ``pixel_quantile``; ``held_out`` says whether training saw these images.
+
+    ``scores_only``: the image threshold alone, from ``detector.scores(images)`` (a method whose maps cost far more
+    than its scores, on a dataset without masks: KDAD's saliency on the one-class sets)."""
     from .collect import collect
 
     detector.eval()
 
     def run_batch(images):
+        if scores_only:
+            scores = detector.scores(images).numpy()
+            return np.zeros((len(scores), 0, 0), dtype=np.float32), scores
         maps, scores = detector(images)
         return maps.numpy()[:, 0], scores.numpy()
 
     maps, scores = collect(run_batch, dataset, config.eval_batch_size, config.num_workers, "calibrate")
-    return calibration_record(scores, maps, dataset.samples, held_out, config.image_quantile, config.pixel_quantile)
+    return calibration_record(scores, None if scores_only else maps, dataset.samples, held_out,
+                              config.image_quantile, config.pixel_quantile)
 
 
 def write_thresholds(class_dir, record):

@@ -101,17 +101,18 @@ def thresholds_saved(out_dir):
 
 
 def finish_class(cls, out_dir, checkpoint, detector, config, meta, calibration_set, held_out, start_time,
-                 final_loss):
+                 final_loss, scores_only=False):
     """The end of every trainer: save the model (``checkpoint.save``), calibrate the decision thresholds of
-    predict/infer on ``calibration_set`` (normal images; ``held_out`` says whether training saw them), write
-    ``thresholds.json``, print one line; returns the :func:`summary`."""
+    predict/infer on ``calibration_set`` (normal images; ``held_out`` says whether training saw them; ``scores_only``:
+    the image threshold alone, see :func:`common.evaluation.thresholds.calibrate`), write ``thresholds.json``, print
+    one line; returns the :func:`summary`."""
     import time
 
     from common.evaluation.thresholds import calibrate, write_thresholds
 
     detector.eval()
     path = checkpoint.save(out_dir, detector, config, meta)
-    thresholds = calibrate(detector, calibration_set, config, held_out=held_out)
+    thresholds = calibrate(detector, calibration_set, config, held_out=held_out, scores_only=scores_only)
     write_thresholds(out_dir, thresholds)
     seconds = time.time() - start_time
     print(f"[{cls}] saved {path}; image threshold {thresholds['image_threshold']:.4f} ({thresholds['source']}); "
