@@ -39,3 +39,22 @@ def bottle_root():
     if not os.path.isdir(os.path.join(BOTTLE_PARENT, "bottle", "test")):
         pytest.skip(f"real MVTec AD bottle data not found at {BOTTLE_PARENT}")
     return BOTTLE_PARENT
+
+
+@pytest.fixture
+def paddle_download_log():
+    """The records Paddle's download logger emits during a test, with the logger at INFO as a command line finds it
+    (Paddle configures its loggers when some of its modules load, so in a test process the level depends on what
+    ran before)."""
+    import logging
+
+    records = []
+    handler = logging.Handler(level=logging.DEBUG)
+    handler.emit = records.append
+    logger = logging.getLogger("paddle.utils.download")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    yield records
+    logger.removeHandler(handler)
+    logger.setLevel(level)

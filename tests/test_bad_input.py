@@ -463,3 +463,32 @@ def test_one_class_oct_missing_class_folder(tmp_path):
     root = _files.write_oct(str(tmp_path))
     shutil.rmtree(os.path.join(root, "test", "DME"))
     _one_line_error(lambda: _retina.test(root, 3), os.path.join(root, "test", "DME"), "CNV, DME, DRUSEN, NORMAL")
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "fashionmnist"])
+def test_download_that_fails_is_one_line_and_leaves_nothing(dataset, tmp_path, monkeypatch, capsys,
+                                                           paddle_download_log):
+    """``python -m common.download_dataset`` offline (Paddle's downloader replaced: it logs its attempts, then gives
+    up as it does after its retries): one ``error:`` line naming the URL and the way out, exit 2, no Paddle log
+    line, and the folder it created removed again."""
+    import logging
+
+    import paddle.utils.download as paddle_download
+
+    from common.data import download
+
+    def unreachable(url, root_dir, md5sum=None, check_exist=True, decompress=True, method="get"):
+        logging.getLogger("paddle.utils.download").info("Downloading %s failed with exception", url)
+        raise RuntimeError(f"Download from {url} failed. Retry limit reached")
+
+    monkeypatch.setattr(paddle_download, "get_path_from_url", unreachable)
+    root = tmp_path / "new"
+    with pytest.raises(SystemExit) as info:
+        download.main([dataset, str(root)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and len(lines) == 1 and lines[0].startswith("error: cannot download https://")
+    assert "by hand (it comes from" in lines[0] and not paddle_download_log
+    assert not root.exists()
+    with pytest.raises(SystemExit) as info:  # a dataset without an unattended download
+        download.main(["retina", str(root)])
+    assert info.value.code == 2 and not root.exists()

@@ -165,7 +165,8 @@ def test_cifar_missing_data_is_one_line_naming_file_and_source(tmp_path):
     message = str(info.value)
     assert "\n" not in message
     assert os.path.join(str(tmp_path), "cifar-10-python.tar.gz") in message
-    assert "cs.toronto.edu" in message and "download=True" in message
+    assert "cs.toronto.edu" in message
+    assert f"python -m common.download_dataset cifar10 {tmp_path}" in message  # the way out on a machine online
 
 
 def test_cifar_download_is_opt_in_and_uses_paddle(tmp_path, monkeypatch):
@@ -187,6 +188,49 @@ def test_cifar_download_is_opt_in_and_uses_paddle(tmp_path, monkeypatch):
     assert len(cifar10.test(root, 0, download=True)) == 10
     (url, root_dir, md5, decompress), = calls
     assert url.endswith("cifar-10-python.tar.gz") and root_dir == root and md5 and decompress is False
+
+
+def fake_paddle_download(calls, write):
+    """A stand-in for ``paddle.utils.download.get_path_from_url`` (no network here): logs as Paddle does, records
+    the call and writes the file with ``write(root_dir, file name)``."""
+    import logging
+
+    def get_path_from_url(url, root_dir, md5sum=None, check_exist=True, decompress=True, method="get"):
+        logging.getLogger("paddle.utils.download").info("Downloading %s", url)
+        calls.append((url, root_dir, md5sum, decompress))
+        return write(root_dir, url.rsplit("/", 1)[1])
+
+    return get_path_from_url
+
+
+def test_download_command_fetches_what_is_missing_with_paddle(tmp_path, monkeypatch, capsys, paddle_download_log):
+    """``python -m common.download_dataset``: Paddle's URL and MD5 for each missing file, files already there kept,
+    the readers then read the folder; Paddle's log lines are not shown."""
+    import paddle.utils.download as paddle_download
+
+    from common.data import download
+
+    calls = []
+    arrays = mnist_arrays(train_count=12, test_count=10)
+
+    def write(root_dir, name):
+        split = "train" if name.startswith("train") else "test"
+        write_idx(os.path.join(root_dir, "staging"), {split: arrays[split]})
+        os.replace(os.path.join(root_dir, "staging", name), os.path.join(root_dir, name))
+        return os.path.join(root_dir, name)
+
+    monkeypatch.setattr(paddle_download, "get_path_from_url", fake_paddle_download(calls, write))
+    root = tmp_path / "mnist"
+    root.mkdir()
+    write_idx(str(root), {"test": arrays["test"]})  # the two test files are there already
+    assert download.main(["mnist", str(root)]) == 0
+    assert sorted(os.path.basename(url) for url, *_ in calls) == ["train-images-idx3-ubyte.gz",
+                                                                  "train-labels-idx1-ubyte.gz"]
+    assert all(url.startswith("https://") and md5 and decompress is False for url, _, md5, decompress in calls)
+    assert "--dataset mnist" in capsys.readouterr().out and not paddle_download_log
+    assert len(mnist.train(str(root), 3)) == int(np.sum(arrays["train"][1] == 3))
+    calls.clear()
+    assert download.main(["mnist", str(root)]) == 0 and not calls  # everything there: nothing fetched
 
 
 # -- MNIST and Fashion-MNIST ------------------------------------------------------------------------------------

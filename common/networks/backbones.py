@@ -21,6 +21,7 @@ import paddle.vision.models as vision_models
 import paddle.vision.models.resnet as vision_resnet
 import paddle.vision.models.vgg as vision_vgg
 
+from common.core.download import quiet_paddle_download
 from common.core.errors import UserError
 
 ARCHS = ("resnet18", "wide_resnet50_2", "wide_resnet101_2", "vgg16")
@@ -68,7 +69,8 @@ def paddle_vision_weights_path(arch):
     url, md5 = paddle_vision_weights_url(arch)
     file_name = url.rsplit("/", 1)[-1]
     try:
-        return paddle.utils.download.get_weights_path_from_url(url, md5)
+        with quiet_paddle_download():
+            return paddle.utils.download.get_weights_path_from_url(url, md5)
     except Exception as exc:  # paddle raises RuntimeError/AssertionError/OSError depending on the failure
         cache_path = os.path.join(paddle.utils.download.WEIGHTS_HOME, file_name)
         raise UserError(

@@ -32,6 +32,7 @@ import zlib
 
 import numpy as np
 
+from common.core.download import quiet_paddle_download
 from common.core.errors import UserError
 from common.data.readers.one_class import ArraySplit, file_stamp, frozen, missing_file, one_class_samples, resolve_class
 from common.data.samples import DatasetFormat
@@ -74,9 +75,11 @@ def download_archive(root):
     from paddle.vision.datasets.cifar import CIFAR10_MD5, CIFAR10_URL
 
     try:
-        return get_path_from_url(CIFAR10_URL, root, CIFAR10_MD5, decompress=False)
+        with quiet_paddle_download():
+            return get_path_from_url(CIFAR10_URL, root, CIFAR10_MD5, decompress=False)
     except (RuntimeError, OSError) as exc:
-        raise UserError(f"cannot download {CIFAR10_URL} into {root}: {exc}") from None
+        raise UserError(f"cannot download {CIFAR10_URL} into {root} ({exc}); put {ARCHIVE} there by hand (it "
+                        f"comes from {SOURCE})") from None
 
 
 FORMAT = DatasetFormat(
@@ -112,7 +115,8 @@ def locate(root, download=False):
     if download:
         os.makedirs(root, exist_ok=True)
         return download_archive(root)
-    raise missing_file("CIFAR-10", f"{os.path.join(root, ARCHIVE)} (or its extracted {FOLDER}/)", SOURCE)
+    raise missing_file("CIFAR-10", f"{os.path.join(root, ARCHIVE)} (or its extracted {FOLDER}/)", SOURCE,
+                       download="cifar10", root=root)
 
 
 def _classes(source):

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.core.download import quiet_paddle_download
 from common.core.errors import UserError
 from common.data.readers.one_class import ArraySplit, file_stamp, frozen, missing_file, one_class_samples, resolve_class
 from common.data.samples import DatasetFormat
@@ -138,9 +139,11 @@ def download_file(root, name, variant=MNIST):
     kind = "IMAGE" if "images" in name else "LABEL"
     url, md5 = getattr(paddle_class, f"{split}_{kind}_URL"), getattr(paddle_class, f"{split}_{kind}_MD5")
     try:
-        return get_path_from_url(url, root, md5, decompress=False)
+        with quiet_paddle_download():
+            return get_path_from_url(url, root, md5, decompress=False)
     except (RuntimeError, OSError) as exc:
-        raise UserError(f"cannot download {url} into {root}: {exc}") from None
+        raise UserError(f"cannot download {url} into {root} ({exc}); put {name}.gz there by hand (it comes from "
+                        f"{variant.source})") from None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -174,7 +177,7 @@ def split_files(root, split, variant=MNIST, download=False):
         if path is None:
             torch_raw = os.path.join(root, variant.torch_folder, "raw")
             raise missing_file(f"{variant.title} file", f"{os.path.join(root, name)}.gz (or un-gzipped, or in "
-                               f"{torch_raw}/)", variant.source)
+                               f"{torch_raw}/)", variant.source, download=variant.name, root=root)
         paths.append(path)
     return tuple(paths)
 

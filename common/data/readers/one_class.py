@@ -149,8 +149,9 @@ def frozen(array):
     return array
 
 
-def missing_file(what, expected, source, download_hint=True):
-    """The one-line error for a dataset file that is not where the reader looks."""
-    way_out = ("put it there, or pass download=True to let Paddle download it" if download_hint
-               else "put it there")
+def missing_file(what, expected, source, download=None, root=None):
+    """The one-line error for a dataset file that is not where the reader looks; ``download``: the dataset's name in
+    :mod:`common.data.download` when Paddle can fetch it into ``root``."""
+    way_out = (f"put it there, or download it (needs internet): python -m common.download_dataset {download} {root}"
+               if download else "put it there")
     return UserError(f"{what} not found: {expected} (it comes from {source}); {way_out}")
