@@ -139,6 +139,13 @@ def test_make_table_prints_the_one_class_paper_numbers(tmp_path):
     assert "hq-deng/RD4AD#15" in text
 
 
+def test_paper_numbers_of_digit_classes_are_keyed_as_the_readers_name_them(tmp_path):
+    """MNIST's classes are "0".."9" in the readers; YAML reads ``{3: 99.1}`` with an int key."""
+    path = tmp_path / "paper_results_mnist.yaml"
+    path.write_text("method: KDAD\ndataset: mnist\nsource: x\nmetrics:\n  image_auroc:\n    values: {3: 99.1}\n")
+    assert report.load_paper(str(path))["metrics"]["image_auroc"]["values"] == {"3": 99.1}
+
+
 def test_paper_results_files_name_their_source_and_dataset():
     import glob
 

@@ -37,7 +37,8 @@ def load_paper(path):
     factor = 100.0 if paper.get("scale", "percent") == "fraction" else 1.0
     metrics = {}
     for name, entry in (paper.get("metrics") or {}).items():
-        values = {cls: float(v) * factor for cls, v in (entry.get("values") or {}).items() if v is not None}
+        # str: YAML reads MNIST's classes 0..9 as ints, the readers name them "0".."9"
+        values = {str(cls): float(v) * factor for cls, v in (entry.get("values") or {}).items() if v is not None}
         mean = entry.get("mean")
         metrics[name] = {"protocol": entry.get("protocol", ""), "values": values,
                          "mean": None if mean is None else float(mean) * factor}
