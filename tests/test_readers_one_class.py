@@ -239,11 +239,16 @@ def arrays():
     return mnist_arrays(train_count=12, test_count=10)
 
 
-@pytest.mark.parametrize("layout", ["root_gz", "root_plain", "torchvision_raw"])
+@pytest.mark.parametrize("layout", ["root_gz", "root_plain", "torchvision_raw", "kaggle_dotted"])
 def test_mnist_train_and_test(arrays, layout, tmp_path):
     root = str(tmp_path)
     folder = os.path.join(root, "MNIST", "raw") if layout == "torchvision_raw" else root
-    write_idx(folder, arrays, gzipped=layout != "root_plain")
+    paths = write_idx(folder, arrays, gzipped=layout not in ("root_plain", "kaggle_dotted"))
+    image_file = "train-images-idx3-ubyte"
+    if layout == "kaggle_dotted":  # Kaggle's copies: train-images.idx3-ubyte, un-gzipped
+        for path in paths:
+            os.rename(path, path.replace("-idx", ".idx"))
+        image_file = "train-images.idx3-ubyte"
     train_images, train_labels = arrays["train"]
     test_images, test_labels = arrays["test"]
     assert mnist.list_classes(root) == tuple("0123456789")
@@ -253,7 +258,7 @@ def test_mnist_train_and_test(arrays, layout, tmp_path):
     assert len(samples) == len(rows) == 2
     for sample, row in zip(samples, rows):
         assert (sample.label, sample.defect_type, sample.name) == (0, "good", f"good/{row:05d}")
-        assert sample.path.startswith(os.path.join(folder, "train-images-idx3-ubyte"))
+        assert sample.path.startswith(os.path.join(folder, image_file))
         assert sample.path.endswith(f"/{row:05d}")
         np.testing.assert_array_equal(sample.pixels, train_images[row])
     assert [s.name for s in mnist.train(root, 3)] == [s.name for s in samples]

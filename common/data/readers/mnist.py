@@ -8,7 +8,8 @@ https://github.com/zalandoresearch/fashion-mnist)::
 
 looked up in ``ROOT``, ``ROOT/raw`` and torchvision's ``ROOT/MNIST/raw`` or ``ROOT/FashionMNIST/raw`` (the layout
 of the official KDAD code's ``./Dataset/MNIST/train``), gzipped or not (the un-gzipped file is read when both are
-there; a gzipped file is recognised by its content, whatever its name). An IDX file starts with big-endian uint32
+there; a gzipped file is recognised by its content, whatever its name), also as Kaggle spells them
+(``train-images.idx3-ubyte``). An IDX file starts with big-endian uint32
 values: the magic number 2051 (0x00000803: unsigned bytes, 3 dimensions) then N, rows, cols for images; 2049
 (0x00000801, 1 dimension) then N for labels; then the uint8 values, images row-major.
 
@@ -155,9 +156,11 @@ def search_folders(root, variant):
 
 
 def find_file(root, name, variant):
-    """``NAME`` or ``NAME.gz`` in the first of :func:`search_folders` that has it, or None."""
+    """``NAME`` or ``NAME.gz`` in the first of :func:`search_folders` that has it, or None. Kaggle's copies spell the
+    names with a dot (``train-images.idx3-ubyte``); those are found too."""
+    dotted = name.replace("-idx", ".idx")
     for folder in search_folders(root, variant):
-        for candidate in (name, name + ".gz"):
+        for candidate in (name, name + ".gz", dotted, dotted + ".gz"):
             path = os.path.join(folder, candidate)
             if os.path.isfile(path):
                 return path
