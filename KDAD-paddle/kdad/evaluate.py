@@ -18,7 +18,7 @@ ranking, unrounded); the pixel metrics and ``kdad_localization_auroc`` are None 
 import numpy as np
 
 from common.data.readers import dataset_format
-from common.evaluation.collect import collect
+from common.evaluation.collect import collect, collect_scores
 from common.evaluation.evaluate import STANDARD_PROTOCOLS, TestResult, standard_metrics
 
 from .data import soft_masks
@@ -52,12 +52,8 @@ def test_scores(detector, config, dataset):
     """Detection scores (N,) over ``dataset`` without saliency maps (no input gradients): the official
     ``detection_test`` pass, used on the one-class sets."""
     detector.eval()
-
-    def run_batch(images):
-        scores = detector.scores(images).numpy()
-        return np.zeros((len(scores), 0, 0), dtype=np.float32), scores
-
-    return collect(run_batch, dataset, config.eval_batch_size, config.num_workers, "evaluate")[1]
+    return collect_scores(lambda images: detector.scores(images).numpy(), dataset, config.eval_batch_size,
+                          config.num_workers, "evaluate")
 
 
 def score_only(config):

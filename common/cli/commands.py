@@ -237,10 +237,10 @@ def evaluate(method, args):
 def _check_config_dataset(method, args):
     """An eval ``--config`` written for another dataset than the one read is a mistake, not a choice."""
     if getattr(args, "config", None):
-        wanted = cfg.build_config(method.config.Config, args.config).dataset
-        if "dataset" in cfg.load_yaml(args.config) and wanted != args.dataset:
-            raise UserError(f"{args.config} is for --dataset {wanted}, but this evaluation reads {args.dataset} "
-                            "(the dataset the model was trained on, or --dataset)")
+        from_file, given = cfg.file_options(method.config.Config, args.config)
+        if "dataset" in given and from_file.dataset != args.dataset:
+            raise UserError(f"{args.config} is for --dataset {from_file.dataset}, but this evaluation reads "
+                            f"{args.dataset} (the dataset the model was trained on, or --dataset)")
 
 
 def predict(method, args):

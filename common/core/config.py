@@ -192,12 +192,17 @@ def check_model_flags(config_class, args, model_config, where):
                             f"drop --{name} or point to the model you mean")
 
 
+def file_options(config_class, yaml_path):
+    """``(config, names)``: the configuration a YAML file gives and the option names it sets (aliases under their
+    field's name)."""
+    return build_config(config_class, yaml_path), set(canonical_dict(config_class, load_yaml(yaml_path)))
+
+
 def check_model_file(config_class, yaml_path, model_config, where):
     """Refuse a ``--config FILE`` given to eval/predict (the official commands pass their training YAML) whose
     model-describing options contradict the loaded model. The file's training settings (epochs, lr, ...) are not
     used: the model's own saved configuration is."""
-    from_file = build_config(config_class, yaml_path)
-    given = canonical_dict(config_class, load_yaml(yaml_path))
+    from_file, given = file_options(config_class, yaml_path)
     for field in dataclasses.fields(config_class):
         name = field.name
         if field.metadata.get("model") and name in given and not _same(getattr(from_file, name),

@@ -16,7 +16,6 @@ from common.core.errors import UserError, main_guard
 from .readers import cifar10, mnist
 
 DATASETS = ("cifar10", "mnist", "fashionmnist")
-COMMAND = "python -m common.download_dataset"
 
 
 def download(dataset, data_dir):

@@ -163,15 +163,14 @@ class Reduced:
         if model_file != float_file:
             os.replace(model_file, float_file)
         passed = [b for b in records if b not in failures]
+        figures = "; ".join(f"{b}: {', '.join(v)}" for b, v in failures.items())
         if not passed:
-            figures = "; ".join(f"{b}: {', '.join(v)}" for b, v in failures.items())
             if not self.accept_drop:
                 raise UserError(f"the {self.precision} model for {inference_dir} breaks the accuracy bound: {figures}"
                                 "; nothing was written (--accept_accuracy_drop writes it anyway)")
             print(f"note: accuracy bound broken and accepted: {figures}")
         elif failures:
-            print(f"note: the {self.precision} model is within the bounds on {', '.join(passed)} only; "
-                  + "; ".join(f"{b}: {', '.join(v)}" for b, v in failures.items()))
+            print(f"note: the {self.precision} model is within the bounds on {', '.join(passed)} only; {figures}")
         first = (passed or list(records))[0]
         record = dict(records[first], checked_with=f"{first} against float32 onnxruntime",
                       backends={b: {k: v for k, v in r.items() if k != "bounds"} for b, r in records.items()})

@@ -8,8 +8,6 @@ images), ``calibration_images`` (their paths). Thresholds are quantiles of norma
 import json
 import os
 
-import numpy as np
-
 from common.core.errors import UserError
 from common.core.files import atomic_write_json
 from common.metrics import calibrate_threshold
@@ -43,20 +41,19 @@ def calibrate(detector, dataset, config, held_out, scores_only=False):
 
     ``scores_only``: the image threshold alone, from ``detector.scores(images)`` (a method whose maps cost far more
     than its scores, on a dataset without masks: KDAD's saliency on the one-class sets)."""
-    from .collect import collect
+    from .collect import collect, collect_scores
 
     detector.eval()
+    if scores_only:
+        maps, scores = None, collect_scores(lambda images: detector.scores(images).numpy(), dataset,
+                                            config.eval_batch_size, config.num_workers, "calibrate")
+    else:
+        def run_batch(images):
+            maps, scores = detector(images)
+            return maps.numpy()[:, 0], scores.numpy()
 
-    def run_batch(images):
-        if scores_only:
-            scores = detector.scores(images).numpy()
-            return np.zeros((len(scores), 0, 0), dtype=np.float32), scores
-        maps, scores = detector(images)
-        return maps.numpy()[:, 0], scores.numpy()
-
-    maps, scores = collect(run_batch, dataset, config.eval_batch_size, config.num_workers, "calibrate")
-    return calibration_record(scores, None if scores_only else maps, dataset.samples, held_out,
-                              config.image_quantile, config.pixel_quantile)
+        maps, scores = collect(run_batch, dataset, config.eval_batch_size, config.num_workers, "calibrate")
+    return calibration_record(scores, maps, dataset.samples, held_out, config.image_quantile, config.pixel_quantile)
 
 
 def write_thresholds(class_dir, record):
